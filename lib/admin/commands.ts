@@ -1,0 +1,81 @@
+// Account administration shared by the running server (through the admin socket) and by
+// parleyctl when no server runs: one implementation, two transports.
+import { AccountError, type Accounts } from '../accounts.js';
+import { Jid, JidError } from '../jid.js';
+import type { StorageDriver } from '../storage/types.js';
+import { AdminCommandError, type AdminCommand } from './socket.js';
+
+export interface AdminDeps {
+  accounts: Accounts;
+  storage: StorageDriver;
+  hosts: readonly string[];
+  /** Present when the server runs: ends the sessions of a removed or re-keyed account. */
+  kickUser?(bare: string, reason: string): void;
+  status?(): string;
+}
+
+function expectArgs(args: string[], names: string[]): string[] {
+  if (args.length !== names.length) {
+    throw new AdminCommandError(`expected ${names.length} argument(s): ${names.join(' ')}`);
+  }
+  return args;
+}
+
+function checkHost(deps: AdminDeps, host: string): string {
+  let domain: string;
+  try {
+    domain = Jid.parse(host).domain;
+  } catch (err) {
+    throw new AdminCommandError(`invalid host '${host}': ${(err as JidError).message}`);
+  }
+  if (!deps.hosts.includes(domain)) throw new AdminCommandError(`host '${host}' is not served here (hosts: ${deps.hosts.join(', ')})`);
+  return domain;
+}
+
+function accountMessage(err: unknown, user: string, host: string): never {
+  if (err instanceof AccountError) {
+    const messages: Record<string, string> = {
+      'exists': `user ${user}@${host} already exists`,
+      'not-found': `user ${user}@${host} does not exist`,
+      'invalid-username': `invalid username '${user}'`,
+      'invalid-password': 'invalid password (empty or not allowed by SASLprep)',
+    };
+    throw new AdminCommandError(messages[err.code] ?? err.message);
+  }
+  throw err;
+}
+
+export function createAdminCommands(deps: AdminDeps): Map<string, AdminCommand> {
+  const commands = new Map<string, AdminCommand>();
+  commands.set('register', async (args) => {
+    const [user, rawHost, password] = expectArgs(args, ['USER', 'HOST', 'PASSWORD']);
+    const host = checkHost(deps, rawHost!);
+    await deps.accounts.register(user!, host, password!).catch((e: unknown) => accountMessage(e, user!, host));
+    return `user ${user}@${host} registered`;
+  });
+  commands.set('unregister', async (args) => {
+    const [user, rawHost] = expectArgs(args, ['USER', 'HOST']);
+    const host = checkHost(deps, rawHost!);
+    await deps.accounts.remove(user!, host).catch((e: unknown) => accountMessage(e, user!, host));
+    const bare = Jid.of(user!, host).bare;
+    await deps.storage.purgeOwner(bare);
+    deps.kickUser?.(bare, 'account removed');
+    return `user ${user}@${host} unregistered`;
+  });
+  commands.set('passwd', async (args) => {
+    const [user, rawHost, password] = expectArgs(args, ['USER', 'HOST', 'PASSWORD']);
+    const host = checkHost(deps, rawHost!);
+    await deps.accounts.setPassword(user!, host, password!).catch((e: unknown) => accountMessage(e, user!, host));
+    return `password of ${user}@${host} changed`;
+  });
+  commands.set('users', async (args) => {
+    const [rawHost] = expectArgs(args, ['HOST']);
+    const host = checkHost(deps, rawHost!);
+    return (await deps.accounts.list(host)).join('\n');
+  });
+  if (deps.status) {
+    const status = deps.status;
+    commands.set('status', async () => status());
+  }
+  return commands;
+}

@@ -1,0 +1,121 @@
+// Loads a host's plugins: resolves names to definitions, validates options against each plugin's
+// schema (errors carry the config file position), checks requires/optional, orders by
+// dependency and runs setup. A failing setup undoes what that plugin registered and stops boot.
+import { BootError } from '../errors.js';
+import { validate, type Path, type ParseContext } from '../config/schema.js';
+import type { HostContext, LoadedPlugin } from './host.js';
+import type { PluginDefinition } from './types.js';
+import { createPluginContext, type ContextDeps } from './context.js';
+
+export type PluginCatalog = ReadonlyMap<string, () => Promise<PluginDefinition<any>>>;
+
+export interface EnabledModule {
+  raw: unknown;
+  path: Path;
+}
+
+async function runDisposers(disposers: Array<() => unknown>): Promise<void> {
+  // Undo in reverse order of registration.
+  for (const undo of disposers.reverse()) {
+    try {
+      await undo();
+    } catch {
+      // An undo that fails must not keep the rest from running.
+    }
+  }
+}
+
+/** Orders names so that each comes after the plugins it requires or optionally uses. */
+function dependencyOrder(defs: Map<string, PluginDefinition<any>>): string[] {
+  const order: string[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (name: string, chain: string[]): void => {
+    const s = state.get(name);
+    if (s === 'done') return;
+    if (s === 'visiting') {
+      throw new BootError('PLUGIN_CYCLE', `plugin dependency cycle: ${[...chain, name].join(' -> ')}`);
+    }
+    state.set(name, 'visiting');
+    const def = defs.get(name)!;
+    for (const dep of [...(def.requires ?? []), ...(def.optional ?? [])]) {
+      if (defs.has(dep)) visit(dep, [...chain, name]);
+    }
+    state.set(name, 'done');
+    order.push(name);
+  };
+  for (const name of [...defs.keys()].sort()) visit(name, []);
+  return order;
+}
+
+export async function loadHostPlugins(
+  host: HostContext,
+  enabled: Map<string, EnabledModule>,
+  catalog: PluginCatalog,
+  parse: ParseContext,
+  deps: Omit<ContextDeps, 'host'>,
+): Promise<void> {
+  const defs = new Map<string, PluginDefinition<any>>();
+  for (const [name, mod] of enabled) {
+    const load = catalog.get(name);
+    if (!load) {
+      const where = parse.locate(mod.path);
+      const known = [...catalog.keys()].sort().join(', ');
+      throw new BootError('PLUGIN_UNKNOWN',
+        `${where ? where + ': ' : ''}${mod.path.join('.')}: unknown module '${name}' (known: ${known})`);
+    }
+    const def = await load();
+    if (def.name !== name) {
+      throw new BootError('PLUGIN_SETUP', `module '${name}' defines itself as '${def.name}'`);
+    }
+    defs.set(name, def);
+  }
+  for (const def of defs.values()) {
+    for (const dep of def.requires ?? []) {
+      if (!defs.has(dep)) {
+        throw new BootError('PLUGIN_MISSING_DEPENDENCY',
+          `module '${def.name}' requires module '${dep}', which is not enabled for host ${host.name}`);
+      }
+    }
+  }
+  const options = new Map<string, unknown>();
+  for (const [name, def] of defs) {
+    const mod = enabled.get(name)!;
+    // `ping:` with no value in YAML means "enabled with defaults".
+    const raw = mod.raw === null ? undefined : mod.raw;
+    options.set(name, def.options ? validate(def.options, raw ?? {}, mod.path, parse) : raw);
+  }
+  for (const name of dependencyOrder(defs)) {
+    await loadOne(host, defs.get(name)!, options.get(name), { ...deps, host });
+  }
+}
+
+export async function loadOne(
+  host: HostContext,
+  def: PluginDefinition<any>,
+  options: unknown,
+  deps: ContextDeps,
+): Promise<LoadedPlugin> {
+  const { ctx, disposers } = createPluginContext(def, options, deps);
+  try {
+    await def.setup(ctx);
+  } catch (err) {
+    await runDisposers(disposers);
+    const msg = err instanceof Error ? err.message : String(err);
+    throw new BootError('PLUGIN_SETUP', `module '${def.name}' failed to start on ${host.name}: ${msg}`, { cause: err });
+  }
+  const loaded: LoadedPlugin = {
+    definition: def,
+    options,
+    unload: async () => {
+      host.plugins.delete(def.name);
+      await runDisposers(disposers);
+    },
+  };
+  host.plugins.set(def.name, loaded);
+  return loaded;
+}
+
+/** Unloads in reverse dependency order. */
+export async function unloadHostPlugins(host: HostContext): Promise<void> {
+  for (const plugin of [...host.plugins.values()].reverse()) await plugin.unload();
+}

@@ -1,0 +1,249 @@
+// Composition root: config -> logger -> storage -> accounts -> certificates -> hosts and their
+// plugins -> admin socket -> listeners. Stopping runs the same steps backwards.
+import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { Element } from 'ltx';
+import { Accounts, type AccountRecord } from './accounts.js';
+import { createAdminCommands } from './admin/commands.js';
+import { startAdminSocket } from './admin/socket.js';
+import type { LoadedConfig } from './config/load.js';
+import { BootError, StreamError } from './errors.js';
+import { Jid } from './jid.js';
+import { createLogger, type Logger } from './log.js';
+import { loadCertificates, type CertStore } from './net/certs.js';
+import { HttpRouter, startHttpListener } from './net/http.js';
+import { listenTcp } from './net/listen.js';
+import { HostContext } from './plugin/host.js';
+import { loadHostPlugins, unloadHostPlugins, type PluginCatalog } from './plugin/loader.js';
+import type { PluginDefinition } from './plugin/types.js';
+import { Router } from './router.js';
+import type { ServerApi } from './server-api.js';
+import { C2SSession } from './session/c2s.js';
+import { SessionRegistry } from './session/registry.js';
+import type { ClientSession } from './session/types.js';
+import { openStorage } from './storage/index.js';
+import type { StorageDriver } from './storage/types.js';
+import type { ScramHash } from './sasl/scram.js';
+import { builtinPlugins } from '../plugins/index.js';
+
+export interface StartOptions {
+  config: LoadedConfig;
+  /** Extra plugin definitions (tests, embedders), enabled through `modules:` like built-ins. */
+  plugins?: readonly PluginDefinition<any>[];
+  log?: Logger;
+}
+
+export interface ListenerInfo {
+  module: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const HASHES: Record<string, ScramHash> = { 'SCRAM-SHA-1': 'SHA-1', 'SCRAM-SHA-256': 'SHA-256', 'SCRAM-SHA-512': 'SHA-512' };
+
+export class Server implements ServerApi {
+  readonly sessions = new SessionRegistry();
+  readonly startedAt = Date.now();
+  readonly listeners: ListenerInfo[] = [];
+  readonly router: Router;
+  readonly http: HttpRouter;
+  private readonly hostContexts = new Map<string, HostContext>();
+  private closers: Array<() => Promise<void>> = [];
+  private stopped = false;
+
+  private constructor(
+    readonly config: LoadedConfig,
+    readonly log: Logger,
+    readonly storage: StorageDriver,
+    readonly accounts: Accounts,
+    readonly certs: CertStore,
+    private readonly saslSecret: Buffer,
+  ) {
+    this.router = new Router({
+      log: log.child({ component: 'router' }),
+      sessions: this.sessions,
+      hostFor: (domain) => this.hostContexts.get(domain),
+      userExists: (local, domain) => this.accounts.exists(local, domain),
+    });
+    this.http = new HttpRouter({ log: log.child({ component: 'http' }), maxBodySize: config.core.limits.http_max_body_size });
+  }
+
+  get hosts(): readonly string[] {
+    return this.config.core.hosts;
+  }
+
+  static async start(options: StartOptions): Promise<Server> {
+    const { config } = options;
+    const core = config.core;
+    const log = options.log ?? createLogger({ level: core.log.level, format: core.log.format });
+    await mkdir(core.data_dir, { recursive: true, mode: 0o700 });
+    const storage = await openStorage(core.storage, core.data_dir);
+    let server: Server | undefined;
+    try {
+      const serverStore = storage.map<string>('server');
+      // The secret makes SCRAM answers for unknown users look like real ones; it must stay
+      // the same across restarts, or a changing fake salt would reveal that a user is unknown.
+      await serverStore.add('', 'sasl-secret', randomBytes(32).toString('base64'));
+      const saslSecret = Buffer.from((await serverStore.get('', 'sasl-secret'))!, 'base64');
+      const accounts = new Accounts(storage.map<AccountRecord>('accounts'), {
+        iterations: core.auth.scram_iterations,
+        hashes: core.auth.mechanisms.flatMap((m) => (HASHES[m] ? [HASHES[m]] : [])),
+        secret: saslSecret,
+      });
+      const certs = await loadCertificates({ certfiles: core.certfiles, hosts: [...core.hosts], dataDir: core.data_dir, log });
+      server = new Server(config, log, storage, accounts, certs, saslSecret);
+      await server.boot(options.plugins ?? []);
+      return server;
+    } catch (err) {
+      if (server) await server.stop().catch(() => undefined);
+      else await storage.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async boot(extra: readonly PluginDefinition<any>[]): Promise<void> {
+    const catalog = new Map(builtinPlugins) as Map<string, () => Promise<PluginDefinition<any>>>;
+    for (const def of extra) catalog.set(def.name, async () => def);
+    for (const name of this.config.core.hosts) {
+      const host = new HostContext(name, this.log);
+      this.hostContexts.set(name, host);
+      await loadHostPlugins(host, this.config.modulesFor(name), catalog as PluginCatalog, this.config, {
+        server: this,
+        http: this.http,
+        log: this.log,
+      });
+    }
+    this.closers.push(async () => {
+      for (const host of this.hostContexts.values()) await unloadHostPlugins(host);
+    });
+    await this.startAdmin();
+    await this.startListeners();
+    this.log.info('server started', {
+      hosts: this.hosts,
+      listeners: this.listeners.map((l) => `${l.module}:${l.port}`),
+    });
+  }
+
+  private async startAdmin(): Promise<void> {
+    const socketPath = this.config.core.admin.socket ?? path.join(this.config.core.data_dir, 'parleyctl.sock');
+    const commands = createAdminCommands({
+      accounts: this.accounts,
+      storage: this.storage,
+      hosts: this.hosts,
+      kickUser: (bare, reason) => this.kickUser(bare, reason),
+      status: () => `running: ${this.sessions.size} session(s), up ${Math.round((Date.now() - this.startedAt) / 1000)} s`,
+    });
+    const admin = await startAdminSocket({ path: socketPath, commands, log: this.log.child({ component: 'admin' }) });
+    this.closers.push(() => admin.close());
+  }
+
+  private async startListeners(): Promise<void> {
+    const core = this.config.core;
+    const limits = core.limits;
+    for (const l of core.listen) {
+      if (l.module === 'c2s') {
+        const listener = await listenTcp({
+          port: l.port,
+          ip: l.ip,
+          log: this.log,
+          maxConnections: l.max_connections,
+          maxConnectionsPerIp: l.max_connections_per_ip,
+          onConnection: (socket) => this.acceptC2S(socket, l.tls, l.starttls_required),
+        });
+        this.listeners.push({ module: 'c2s', port: listener.port, close: () => listener.close() });
+      } else if (l.module === 'http') {
+        const listener = await startHttpListener({
+          port: l.port,
+          ip: l.ip,
+          tls: l.tls ? this.certs : undefined,
+          router: this.http,
+          log: this.log.child({ component: 'http' }),
+          limits: {
+            maxHeaderSize: limits.http_max_header_size,
+            requestTimeout: limits.http_request_timeout,
+            headersTimeout: limits.http_headers_timeout,
+            keepAliveTimeout: limits.http_keepalive_timeout,
+            maxConnections: l.max_connections,
+          },
+        });
+        this.listeners.push({ module: 'http', port: listener.port, close: () => listener.close() });
+      } else {
+        throw new BootError('LISTEN_FAILED', `listener module '${l.module}' on port ${l.port} is not available yet`);
+      }
+    }
+    this.closers.push(async () => {
+      for (const l of this.listeners) await l.close();
+    });
+  }
+
+  private acceptC2S(socket: Socket, directTls: boolean, starttlsRequired: boolean): void {
+    const limits = this.config.core.limits;
+    let stream = socket;
+    if (directTls) {
+      const secured = new TLSSocket(socket, { isServer: true, ALPNProtocols: ['xmpp-client'], ...this.certs.serverOptions() });
+      secured.on('error', () => secured.destroy());
+      stream = secured;
+    }
+    new C2SSession(stream, {
+      log: this.log,
+      sessions: this.sessions,
+      router: this.router,
+      accounts: this.accounts,
+      certs: this.certs,
+      saslSecret: this.saslSecret,
+      hostFor: (domain) => this.hostContexts.get(domain),
+    }, {
+      directTls,
+      starttlsRequired,
+      mechanisms: this.config.core.auth.mechanisms,
+      xmlLimits: {
+        maxStanzaBytes: limits.max_stanza_size,
+        maxDepth: limits.max_xml_depth,
+        maxAttributes: limits.max_attributes,
+        maxTokenBytes: limits.max_token_size,
+      },
+      handshakeTimeoutMs: limits.c2s_handshake_timeout,
+      idleTimeoutMs: limits.c2s_idle_timeout,
+      sendQueueBytes: limits.c2s_send_queue,
+      maxAuthFailures: 5,
+    });
+  }
+
+  isLocal(domain: string): boolean {
+    return this.hostContexts.has(domain);
+  }
+
+  host(name: string): HostContext | undefined {
+    return this.hostContexts.get(name);
+  }
+
+  route(stanza: Element, session?: ClientSession): Promise<void> {
+    return this.router.route(stanza, session);
+  }
+
+  sendIq(iq: Element, timeoutMs?: number): Promise<Element> {
+    return this.router.sendIq(iq, timeoutMs);
+  }
+
+  kickUser(bare: string, reason: string): void {
+    for (const s of this.sessions.resources(Jid.parse(bare).bare)) s.close(new StreamError('not-authorized', reason));
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const s of [...this.sessions.all()]) s.close(new StreamError('system-shutdown'));
+    for (const close of this.closers.reverse()) {
+      try {
+        await close();
+      } catch (err) {
+        this.log.error('shutdown step failed', { err });
+      }
+    }
+    await this.storage.close();
+    this.log.info('server stopped');
+  }
+}

@@ -1,0 +1,14 @@
+// The built-in plugin catalog: module name (as used under `modules:`) -> its definition.
+// Loaded lazily so a server only imports what its config enables.
+import type { PluginDefinition } from '../lib/plugin/types.js';
+
+type Loader = () => Promise<PluginDefinition<any>>;
+
+const mod = (load: () => Promise<{ default: PluginDefinition<any> }>): Loader => async () => (await load()).default;
+
+export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loader>([
+  ['disco', mod(() => import('./disco.js'))],
+  ['ping', mod(() => import('./ping.js'))],
+  ['version', mod(() => import('./version.js'))],
+  ['time', mod(() => import('./time.js'))],
+]);
