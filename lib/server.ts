@@ -1,12 +1,11 @@
 // Composition root: config -> logger -> storage -> accounts -> certificates -> hosts and their
 // plugins -> admin socket -> listeners. Stopping runs the same steps backwards.
-import { mkdir } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Element } from 'ltx';
-import { Accounts, type AccountRecord } from './accounts.js';
+import type { Accounts } from './accounts.js';
+import { openCoreServices } from './bootstrap.js';
 import { createAdminCommands } from './admin/commands.js';
 import { startAdminSocket } from './admin/socket.js';
 import type { LoadedConfig } from './config/load.js';
@@ -24,9 +23,7 @@ import type { ServerApi } from './server-api.js';
 import { C2SSession } from './session/c2s.js';
 import { SessionRegistry } from './session/registry.js';
 import type { ClientSession } from './session/types.js';
-import { openStorage } from './storage/index.js';
 import type { StorageDriver } from './storage/types.js';
-import type { ScramHash } from './sasl/scram.js';
 import { builtinPlugins } from '../plugins/index.js';
 
 export interface StartOptions {
@@ -41,8 +38,6 @@ export interface ListenerInfo {
   port: number;
   close(): Promise<void>;
 }
-
-const HASHES: Record<string, ScramHash> = { 'SCRAM-SHA-1': 'SHA-1', 'SCRAM-SHA-256': 'SHA-256', 'SCRAM-SHA-512': 'SHA-512' };
 
 export class Server implements ServerApi {
   readonly sessions = new SessionRegistry();
@@ -79,20 +74,9 @@ export class Server implements ServerApi {
     const { config } = options;
     const core = config.core;
     const log = options.log ?? createLogger({ level: core.log.level, format: core.log.format });
-    await mkdir(core.data_dir, { recursive: true, mode: 0o700 });
-    const storage = await openStorage(core.storage, core.data_dir);
+    const { storage, accounts, saslSecret } = await openCoreServices(core);
     let server: Server | undefined;
     try {
-      const serverStore = storage.map<string>('server');
-      // The secret makes SCRAM answers for unknown users look like real ones; it must stay
-      // the same across restarts, or a changing fake salt would reveal that a user is unknown.
-      await serverStore.add('', 'sasl-secret', randomBytes(32).toString('base64'));
-      const saslSecret = Buffer.from((await serverStore.get('', 'sasl-secret'))!, 'base64');
-      const accounts = new Accounts(storage.map<AccountRecord>('accounts'), {
-        iterations: core.auth.scram_iterations,
-        hashes: core.auth.mechanisms.flatMap((m) => (HASHES[m] ? [HASHES[m]] : [])),
-        secret: saslSecret,
-      });
       const certs = await loadCertificates({ certfiles: core.certfiles, hosts: [...core.hosts], dataDir: core.data_dir, log });
       server = new Server(config, log, storage, accounts, certs, saslSecret);
       await server.boot(options.plugins ?? []);
