@@ -1,0 +1,76 @@
+// Starts a real server in-process on ephemeral ports with a temporary data directory.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseConfig } from '../../lib/config/load.js';
+import { silentLogger, createLogger, type Logger } from '../../lib/log.js';
+import type { PluginDefinition } from '../../lib/plugin/types.js';
+import { Server } from '../../lib/server.js';
+
+export interface TestServer {
+  server: Server;
+  c2sPort: number;
+  httpPort: number;
+  dataDir: string;
+  configFile: string;
+  register(user: string, password: string, host?: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface TestServerOptions {
+  hosts?: string[];
+  /** Extra YAML appended at the top level (e.g. a `limits:` block). */
+  yaml?: string;
+  /** YAML of the `modules:` map (indented by the caller as top-level entries). */
+  modules?: string;
+  plugins?: PluginDefinition<any>[];
+  log?: Logger;
+  dataDir?: string;
+  starttlsRequired?: boolean;
+}
+
+export function testConfigText(dataDir: string, o: TestServerOptions = {}): string {
+  const hosts = o.hosts ?? ['localhost'];
+  return [
+    `hosts: [${hosts.join(', ')}]`,
+    `data_dir: ${JSON.stringify(dataDir)}`,
+    'listen:',
+    '  - port: 0',
+    '    ip: 127.0.0.1',
+    '    module: c2s',
+    `    starttls_required: ${o.starttlsRequired ?? true}`,
+    '  - port: 0',
+    '    ip: 127.0.0.1',
+    '    module: http',
+    '    tls: false',
+    // Tests only need the minimum iteration count; it keeps logins fast.
+    'auth:',
+    '  scram_iterations: 4096',
+    'modules:',
+    o.modules ?? '  disco: {}\n  ping: {}\n  version: {}\n  time: {}',
+    o.yaml ?? '',
+  ].join('\n');
+}
+
+export async function startTestServer(o: TestServerOptions = {}): Promise<TestServer> {
+  const dataDir = o.dataDir ?? mkdtempSync(path.join(tmpdir(), 'parley-test-'));
+  const configFile = path.join(dataDir, 'parley.yml');
+  const text = testConfigText(dataDir, o);
+  writeFileSync(configFile, text);
+  const config = parseConfig(text, configFile);
+  const log = o.log ?? (process.env.PARLEY_TEST_LOG ? createLogger({ level: 'debug', format: 'pretty' }) : silentLogger);
+  const server = await Server.start({ config, plugins: o.plugins, log });
+  const port = (module: string) => server.listeners.find((l) => l.module === module)?.port ?? 0;
+  return {
+    server,
+    c2sPort: port('c2s'),
+    httpPort: port('http'),
+    dataDir,
+    configFile,
+    register: (user, password, host = (o.hosts ?? ['localhost'])[0]!) => server.accounts.register(user, host, password),
+    async close() {
+      await server.stop();
+      if (!o.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
