@@ -72,6 +72,7 @@ export class C2SSession implements ClientSession {
   private hostCtx: HostContext | undefined;
   private user: string | undefined;
   private sasl: SaslSession | undefined;
+  private mechanism = '';
   private authFailures = 0;
   private readonly queue: Element[] = [];
   private processing = false;
@@ -359,6 +360,7 @@ export class C2SSession implements ClientSession {
       const data = this.decode(el);
       if (data === 'bad') return this.saslFailure('incorrect-encoding');
       this.sasl = session;
+      this.mechanism = mechanism;
       result = await session.start(data);
     } else if (el.name === 'response') {
       if (!this.sasl) return this.saslFailure('malformed-request', 'no authentication in progress');
@@ -378,7 +380,7 @@ export class C2SSession implements ClientSession {
     this.sasl = undefined;
     if (result.kind === 'failure') {
       this.authFailures++;
-      this.log.info('authentication failed', { condition: result.condition });
+      this.log.info('authentication failed', { condition: result.condition, mechanism: this.mechanism });
       this.saslFailure(result.condition, result.text);
       if (this.authFailures >= this.options.maxAuthFailures) {
         this.close(new StreamError('policy-violation', 'too many failed authentication attempts'));
@@ -392,7 +394,7 @@ export class C2SSession implements ClientSession {
       return this.saslFailure('not-authorized');
     }
     this.user = user;
-    this.log.info('authenticated', { user: `${user}@${this.host}` });
+    this.log.info('authenticated', { user: `${user}@${this.host}`, mechanism: this.mechanism });
     this.write(xml('success', { xmlns: NS_SASL }, result.data ? result.data.toString('base64') : '').toString());
     // RFC 6120 §6.4.6: the stream restarts after SASL success.
     this.parser.reset();
