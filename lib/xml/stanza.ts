@@ -1,6 +1,6 @@
 // Small helpers on stanzas (ltx Elements) used by the router, sessions and plugins.
 import xml from '@xmpp/xml';
-import type { Element } from 'ltx';
+import { Element } from 'ltx';
 import { StanzaError } from '../errors.js';
 
 export type StanzaKind = 'message' | 'presence' | 'iq';
@@ -17,7 +17,13 @@ export function firstChild(el: Element): Element | undefined {
 
 /** Deep copy, so one recipient's copy can be changed without touching another's. */
 export function cloneStanza(el: Element): Element {
-  return el.clone() as Element;
+  // Attributes are copied too: ltx's own clone shares the attrs object between copies.
+  const copy = new Element(el.name, { ...el.attrs });
+  for (const c of el.children) {
+    if (typeof c === 'string') copy.t(c);
+    else copy.cnode(cloneStanza(c as Element));
+  }
+  return copy;
 }
 
 /**
@@ -31,7 +37,7 @@ export function errorReply(stanza: Element, error: StanzaError, by?: string): El
   if (stanza.attrs.from) attrs.to = stanza.attrs.from;
   const reply = xml(stanza.name, attrs);
   if (stanza.name !== 'iq') {
-    for (const c of stanza.children) if (typeof c !== 'string') reply.append((c as Element).clone());
+    for (const c of stanza.children) if (typeof c !== 'string') reply.append(cloneStanza(c as Element));
   }
   reply.append(error.toElement(by));
   return reply;
