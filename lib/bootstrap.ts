@@ -22,8 +22,8 @@ export async function openCoreServices(core: CoreConfig): Promise<CoreServices> 
     const serverStore = storage.map<string>('server');
     // The secret makes SCRAM answers for unknown users look like real ones; it must stay the
     // same across restarts, or a changing fake salt would reveal that a user is unknown.
-    await serverStore.add('', 'sasl-secret', randomBytes(32).toString('base64'));
-    const saslSecret = Buffer.from((await serverStore.get('', 'sasl-secret'))!, 'base64');
+    await serverStore.add('server', 'sasl-secret', randomBytes(32).toString('base64'));
+    const saslSecret = Buffer.from((await serverStore.get('server', 'sasl-secret'))!, 'base64');
     // Credentials are kept for every SCRAM family, so a mechanism disabled today can be enabled
     // later without a password reset.
     const hashes = new Set<ScramHash>(['SHA-1', 'SHA-256']);
