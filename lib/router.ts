@@ -109,7 +109,11 @@ export class Router {
     }
     if (target === 'full') {
       const session = this.deps.sessions.get(ev.to.bare, ev.to.resource);
-      if (session) return this.deliver(session, ev.stanza);
+      if (session) {
+        this.deliver(session, ev.stanza);
+        if (kind === 'message') await host.hooks.emit('message/delivered', { ...ev, sessions: [session] });
+        return;
+      }
       // RFC 6121 §8.5.3.2: no such resource.
       if (kind === 'message') {
         const type = ev.stanza.attrs.type ?? 'normal';
@@ -167,6 +171,7 @@ export class Router {
       recipients = candidates.filter((s) => s.priority === top);
     }
     recipients.forEach((s, i) => this.deliver(s, i === 0 ? stanza : cloneStanza(stanza)));
+    await host.hooks.emit('message/delivered', { ...ev, sessions: recipients });
   }
 
   private async routeIq(target: Target, host: HostContext, ev: StanzaEvent): Promise<void> {

@@ -116,6 +116,9 @@ export function createPluginContext<O>(
       feature(provider) {
         track(host.featureProviders.add(provider));
       },
+      outgoing(filter) {
+        track(host.outgoingFilters.add(filter));
+      },
     },
     route(stanza) {
       return server.route(stanza);

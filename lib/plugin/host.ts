@@ -3,7 +3,7 @@
 import type { Element } from 'ltx';
 import { HookBus } from '../hooks.js';
 import type { Logger } from '../log.js';
-import type { DiscoIdentity, ElementHandler, FeatureProvider, PluginDefinition } from './types.js';
+import type { DiscoIdentity, ElementHandler, FeatureProvider, OutgoingFilter, PluginDefinition } from './types.js';
 
 /** A multiset that keeps insertion order, so two plugins may register the same feature. */
 export class CountedSet<T> {
@@ -54,6 +54,7 @@ export class HostContext {
   readonly items = new Registrations<{ jid: string; name?: string; node?: string }>();
   readonly extensions = new Registrations<() => Element>();
   readonly featureProviders = new Registrations<FeatureProvider>();
+  readonly outgoingFilters = new Registrations<OutgoingFilter>();
   readonly elementHandlers = new Map<string, ElementHandler>();
   readonly services = new Map<string, unknown>();
   readonly plugins = new Map<string, LoadedPlugin>();

@@ -64,6 +64,17 @@ export interface DiscoIdentity {
 /** Called when a stream-level element that is not a stanza arrives (e.g. `<enable xmlns='urn:xmpp:sm:3'/>`). */
 export type ElementHandler = (session: ClientSession, el: Element) => void | Promise<void>;
 
+/**
+ * Sees every stanza about to be delivered to a client session; returns true when it took the
+ * stanza (held or dropped it), so it is not written now. Synchronous: it runs on the hot path.
+ */
+export type OutgoingFilter = (session: ClientSession, stanza: Element) => boolean;
+
+/** Argument of `message/delivered`: which local sessions got a routed message. */
+export interface DeliveredEvent extends StanzaEvent {
+  sessions: ClientSession[];
+}
+
 /** Adds children to `<stream:features/>`; `stage` says where in the negotiation the stream is. */
 export type FeatureProvider = (session: ClientSession, stage: 'pre-auth' | 'post-auth') => Element | Element[] | undefined;
 
@@ -101,6 +112,7 @@ export interface PluginContext<O = unknown> {
   c2s: {
     element(xmlns: string, name: string, handler: ElementHandler): void;
     feature(provider: FeatureProvider): void;
+    outgoing(filter: OutgoingFilter): void;
   };
   /** Routes a stanza as the server (from must be set). */
   route(stanza: Element): Promise<void>;

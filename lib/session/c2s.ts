@@ -120,6 +120,20 @@ export class C2SSession implements ClientSession {
   }
 
   deliver(stanza: Element): void {
+    const filters = this.hostCtx?.outgoingFilters.values();
+    if (filters) {
+      for (const filter of filters) {
+        try {
+          if (filter(this, stanza)) return;
+        } catch (err) {
+          this.log.error('outgoing filter failed', { err });
+        }
+      }
+    }
+    this.send(stanza);
+  }
+
+  send(stanza: Element): void {
     this.write(stanza.toString());
   }
 

@@ -19,8 +19,10 @@ export interface ClientSession {
   presence: Element | undefined;
   /** Per-plugin session state (e.g. roster requested, carbons enabled), keyed by plugin name. */
   readonly data: Map<string, unknown>;
-  /** Writes a stanza to the client. */
+  /** Hands a stanza to the client through the host's outgoing filters (e.g. CSI may hold it). */
   deliver(stanza: Element): void;
+  /** Writes a stanza to the client now, bypassing the outgoing filters. */
+  send(stanza: Element): void;
   /** Writes a non-stanza element (stream management, CSI answers). */
   sendElement(el: Element): void;
   /** Ends the stream, with a stream error when given. */
