@@ -18,6 +18,7 @@ import type { Accounts } from '../accounts.js';
 import { StreamParser, type StreamHeader, type XmlLimits } from '../xml/stream-parser.js';
 import { NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAM, NS_TLS } from '../xml/ns.js';
 import { errorReply, iqResult, stanzaKind } from '../xml/stanza.js';
+import { serialize } from '../xml/serialize.js';
 import type { SessionRegistry } from './registry.js';
 import type { ClientSession } from './types.js';
 
@@ -134,11 +135,11 @@ export class C2SSession implements ClientSession {
   }
 
   send(stanza: Element): void {
-    this.write(stanza.toString());
+    this.write(serialize(stanza));
   }
 
   sendElement(el: Element): void {
-    this.write(el.toString());
+    this.write(serialize(el));
   }
 
   // ---------- stream lifecycle ----------
@@ -204,7 +205,7 @@ export class C2SSession implements ClientSession {
         this.addProviderFeatures(features, 'post-auth');
       }
     }
-    this.write(features.toString());
+    this.sendElement(features);
   }
 
   private addProviderFeatures(features: Element, stage: 'pre-auth' | 'post-auth'): void {
@@ -228,7 +229,7 @@ export class C2SSession implements ClientSession {
     if (error) {
       if (!this.headerSent) this.sendHeader(undefined, this.host || 'localhost');
       this.log.info('stream error', { condition: error.condition, text: error.text });
-      this.write(error.toElement().toString());
+      this.sendElement(error.toElement());
     }
     if (this.headerSent) this.write('</stream:stream>');
     this.state = 'closed';
@@ -315,10 +316,10 @@ export class C2SSession implements ClientSession {
 
   private startTls(): void {
     if (this.secure || this.user) {
-      this.write(xml('failure', { xmlns: NS_TLS }).toString());
+      this.sendElement(xml('failure', { xmlns: NS_TLS }));
       return this.close();
     }
-    this.write(xml('proceed', { xmlns: NS_TLS }).toString());
+    this.sendElement(xml('proceed', { xmlns: NS_TLS }));
     const raw = this.socket;
     raw.removeAllListeners('data');
     raw.removeAllListeners('close');
@@ -336,6 +337,9 @@ export class C2SSession implements ClientSession {
       raw.destroy();
     });
     this.socket = tlsSocket;
+    // Anything the client pipelined after <starttls/> was sent in plaintext: it must not be
+    // taken as part of the encrypted stream (STARTTLS command injection).
+    this.queue.length = 0;
     this.parser.reset();
     this.state = 'header';
     this.headerSent = false;
@@ -347,7 +351,7 @@ export class C2SSession implements ClientSession {
   private saslFailure(condition: string, text?: string): void {
     const failure = xml('failure', { xmlns: NS_SASL }, xml(condition));
     if (text) failure.append(xml('text', { 'xml:lang': 'en' }, text));
-    this.write(failure.toString());
+    this.sendElement(failure);
   }
 
   private decode(el: Element): Buffer | undefined | 'bad' {
@@ -388,7 +392,7 @@ export class C2SSession implements ClientSession {
       throw new StreamError('unsupported-stanza-type', `unexpected SASL element ${el.name}`);
     }
     if (result.kind === 'challenge') {
-      this.write(xml('challenge', { xmlns: NS_SASL }, result.data.toString('base64')).toString());
+      this.sendElement(xml('challenge', { xmlns: NS_SASL }, result.data.toString('base64')));
       return;
     }
     this.sasl = undefined;
@@ -409,8 +413,9 @@ export class C2SSession implements ClientSession {
     }
     this.user = user;
     this.log.info('authenticated', { user: `${user}@${this.host}`, mechanism: this.mechanism });
-    this.write(xml('success', { xmlns: NS_SASL }, result.data ? result.data.toString('base64') : '').toString());
-    // RFC 6120 §6.4.6: the stream restarts after SASL success.
+    this.sendElement(xml('success', { xmlns: NS_SASL }, result.data ? result.data.toString('base64') : ''));
+    // RFC 6120 §6.4.6: the stream restarts after SASL success; nothing from the old stream counts.
+    this.queue.length = 0;
     this.parser.reset();
     this.state = 'header';
     this.headerSent = false;
@@ -426,7 +431,7 @@ export class C2SSession implements ClientSession {
         const answer = await this.hostCtx!.hooks.run<Element | true>(
           `iq-preauth/${payload.attrs.xmlns ?? ''}:${payload.name}`, { stanza: el, payload, session: this });
         if (answer !== undefined) {
-          if (answer !== true) this.write(answer.toString());
+          if (answer !== true) this.send(answer);
           return;
         }
       }
@@ -438,7 +443,7 @@ export class C2SSession implements ClientSession {
     const bind = el.name === 'iq' && el.attrs.type === 'set' ? el.getChild('bind', NS_BIND) : undefined;
     if (!bind) {
       if (el.name === 'iq' && el.attrs.type !== 'result' && el.attrs.type !== 'error') {
-        this.write(errorReply(el, new StanzaError('not-authorized', 'bind a resource first')).toString());
+        this.send(errorReply(el, new StanzaError('not-authorized', 'bind a resource first')));
         return;
       }
       throw new StreamError('not-authorized', 'bind a resource first');
@@ -449,7 +454,7 @@ export class C2SSession implements ClientSession {
       resource = requested ? prepResource(requested) : randomBytes(6).toString('hex');
     } catch (err) {
       const msg = err instanceof JidError ? err.message : 'invalid resource';
-      this.write(errorReply(el, new StanzaError('bad-request', msg)).toString());
+      this.send(errorReply(el, new StanzaError('bad-request', msg)));
       return;
     }
     // Another session under the same account and resource is replaced: it gets a conflict error.
@@ -461,7 +466,7 @@ export class C2SSession implements ClientSession {
     }
     this.state = 'bound';
     this.log.info('bound', { jid: this.jid.full });
-    this.write(iqResult(el, xml('bind', { xmlns: NS_BIND }, xml('jid', {}, this.jid.full))).toString());
+    this.send(iqResult(el, xml('bind', { xmlns: NS_BIND }, xml('jid', {}, this.jid.full))));
     await this.hostCtx!.hooks.emit('resource-bind', { session: this });
   }
 
@@ -478,7 +483,7 @@ export class C2SSession implements ClientSession {
     }
     el.attrs.from = jid.full;
     if (el.name === 'iq' && el.getChild('session', NS_SESSION) && !el.attrs.to) {
-      this.write(iqResult(el).toString());
+      this.send(iqResult(el));
       return;
     }
     let to: Jid;

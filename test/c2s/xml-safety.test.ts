@@ -73,3 +73,21 @@ t.test('the server process is still serving new logins', async (t) => {
   t.equal((await c.nextNamed('iq', 'z')).attrs.type, 'result');
   c.end();
 });
+
+t.test('tab, newline and carriage return in attributes and text survive routing', async (t) => {
+  alice.send("<message to='bob@localhost/b' type='chat' id='ws'><body>line1&#13;&#10;line2</body><x xmlns='urn:example:ws' v='a&#9;b&#10;c&#13;d'/></message>");
+  const got = await bob.next((el) => el.name === 'message' && el.attrs.id === 'ws');
+  t.equal(got.getChildText('body'), 'line1\r\nline2');
+  t.equal(got.getChild('x', 'urn:example:ws')?.attrs.v, 'a\tb\nc\rd');
+});
+
+t.test('stanzas pipelined after <starttls/> are not carried into the TLS stream', async (t) => {
+  const c = await RawClient.connect(srv.c2sPort);
+  await c.open();
+  // A man in the middle appends a stanza to the plaintext STARTTLS request: it must be ignored,
+  // and the encrypted stream must start cleanly.
+  const features = await c.starttls('localhost', "<iq type='get' id='inj'><ping xmlns='urn:xmpp:ping'/></iq>");
+  t.ok(features.getChild('mechanisms'), 'the TLS stream offers SASL as usual');
+  t.notOk(c.isClosed);
+  c.destroy();
+});

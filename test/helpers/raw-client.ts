@@ -108,8 +108,9 @@ export class RawClient {
     return this.nextNamed('features');
   }
 
-  async starttls(to = 'localhost'): Promise<Element> {
-    this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+  /** `injected` is plaintext sent right behind the request (to test command injection). */
+  async starttls(to = 'localhost', injected = ''): Promise<Element> {
+    this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + injected);
     await this.nextNamed('proceed');
     const raw = this.socket;
     raw.removeAllListeners('data');
