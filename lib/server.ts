@@ -192,7 +192,7 @@ export class Server implements ServerApi {
       handshakeTimeoutMs: limits.c2s_handshake_timeout,
       idleTimeoutMs: limits.c2s_idle_timeout,
       sendQueueBytes: limits.c2s_send_queue,
-      maxAuthFailures: 5,
+      maxAuthFailures: limits.c2s_max_auth_failures,
     });
   }
 

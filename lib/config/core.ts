@@ -32,6 +32,7 @@ const limits = s.object({
   // of silence means a dead connection; stream management then keeps the session for resumption.
   c2s_idle_timeout: timer('10m', 'close a client connection after this long without a byte from it; 0 = never'),
   c2s_send_queue: s.size({ default: '1MiB', min: '16KiB', doc: 'outgoing bytes buffered for a client before it is closed as too slow' }),
+  c2s_max_auth_failures: s.int({ default: 5, min: 1, max: 100, doc: 'failed SASL attempts on one stream before it is closed' }),
   http_max_header_size: s.size({ default: '16KiB', min: '1KiB', doc: 'largest HTTP request head' }),
   http_max_body_size: s.size({ default: '1MiB', doc: 'largest HTTP request body, unless a handler sets its own (uploads do)' }),
   http_request_timeout: timer('30s', 'time to receive a whole HTTP request; 0 = no limit'),
