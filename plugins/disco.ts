@@ -32,17 +32,40 @@ export function hostInfo(host: HostContext, node?: string): Element {
   );
 }
 
+/** Answers disco#info for a node of the host (e.g. the entity-caps node), or undefined. */
+export type InfoNodeHandler = (node: string) => Element | undefined;
+
+/** The `disco` service other plugins use: `ctx.use<DiscoApi>('disco')`. */
+export interface DiscoApi {
+  /** The host's disco#info query as it is now (no node). */
+  hostInfo(): Element;
+  /** Adds a handler for disco#info nodes on the host; returns a remover. */
+  addInfoNode(handler: InfoNodeHandler): () => void;
+}
+
 export default definePlugin({
   name: 'disco',
   xeps: [{ xep: 30, version: '2.5rc3', status: 'complete' }, { xep: 128, version: '1.0.1', status: 'complete' }],
   setup(ctx) {
     const host = ctx.server.host(ctx.host)!;
+    const nodeHandlers = new Set<InfoNodeHandler>();
+    const api: DiscoApi = {
+      hostInfo: () => hostInfo(host),
+      addInfoNode(handler) {
+        nodeHandlers.add(handler);
+        return () => nodeHandlers.delete(handler);
+      },
+    };
+    ctx.provide('disco', api);
 
     ctx.iq.get(NS_DISCO_INFO, 'query', ({ payload }) => {
       const node = payload.attrs.node;
-      // Nodes are answered by plugins that own them (higher-priority hooks); unknown here.
-      if (node) throw new StanzaError('item-not-found');
-      return hostInfo(host);
+      if (!node) return hostInfo(host);
+      for (const handler of nodeHandlers) {
+        const answer = handler(node);
+        if (answer) return answer;
+      }
+      throw new StanzaError('item-not-found');
     }, { to: ['host'] });
 
     ctx.iq.get(NS_DISCO_ITEMS, 'query', ({ payload }) => {

@@ -11,4 +11,7 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['ping', mod(() => import('./ping.js'))],
   ['version', mod(() => import('./version.js'))],
   ['time', mod(() => import('./time.js'))],
+  ['caps', mod(() => import('./caps.js'))],
+  ['uptime', mod(() => import('./uptime.js'))],
+  ['contact_info', mod(() => import('./contact_info.js'))],
 ]);
