@@ -14,4 +14,6 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['caps', mod(() => import('./caps.js'))],
   ['uptime', mod(() => import('./uptime.js'))],
   ['contact_info', mod(() => import('./contact_info.js'))],
+  ['carbons', mod(() => import('./carbons.js'))],
+  ['csi', mod(() => import('./csi.js'))],
 ]);
