@@ -7,16 +7,17 @@ import type { Element } from 'ltx';
 import type { Accounts } from './accounts.js';
 import { openCoreServices } from './bootstrap.js';
 import { createAdminCommands } from './admin/commands.js';
-import { startAdminSocket } from './admin/socket.js';
-import type { LoadedConfig } from './config/load.js';
+import { AdminCommandError, startAdminSocket } from './admin/socket.js';
+import { loadConfig, type LoadedConfig } from './config/load.js';
 import { BootError, StreamError } from './errors.js';
 import { Jid } from './jid.js';
 import { createLogger, type Logger } from './log.js';
 import { loadCertificates, type CertStore } from './net/certs.js';
+import { SwitchableCertStore } from './net/cert-switch.js';
 import { HttpRouter, startHttpListener } from './net/http.js';
 import { listenTcp } from './net/listen.js';
 import { HostContext } from './plugin/host.js';
-import { loadHostPlugins, unloadHostPlugins, type PluginCatalog } from './plugin/loader.js';
+import { loadHostPlugins, prepareHostPlugins, reconcileHostPlugins, unloadHostPlugins } from './plugin/loader.js';
 import type { PluginDefinition } from './plugin/types.js';
 import { Router } from './router.js';
 import type { ServerApi } from './server-api.js';
@@ -49,21 +50,29 @@ export class Server implements ServerApi {
   private closers: Array<() => Promise<void>> = [];
   private stopped = false;
 
+  private catalog = new Map<string, () => Promise<PluginDefinition<any>>>();
+  readonly certs: SwitchableCertStore;
+
   private constructor(
-    readonly config: LoadedConfig,
+    private currentConfig: LoadedConfig,
     readonly log: Logger,
     readonly storage: StorageDriver,
     readonly accounts: Accounts,
-    readonly certs: CertStore,
+    certs: CertStore,
     private readonly saslSecret: Buffer,
   ) {
+    this.certs = new SwitchableCertStore(certs);
     this.router = new Router({
       log: log.child({ component: 'router' }),
       sessions: this.sessions,
       hostFor: (domain) => this.hostContexts.get(domain),
       userExists: (local, domain) => this.accounts.exists(local, domain),
     });
-    this.http = new HttpRouter({ log: log.child({ component: 'http' }), maxBodySize: config.core.limits.http_max_body_size });
+    this.http = new HttpRouter({ log: log.child({ component: 'http' }), maxBodySize: currentConfig.core.limits.http_max_body_size });
+  }
+
+  get config(): LoadedConfig {
+    return this.currentConfig;
   }
 
   get hosts(): readonly string[] {
@@ -89,16 +98,12 @@ export class Server implements ServerApi {
   }
 
   private async boot(extra: readonly PluginDefinition<any>[]): Promise<void> {
-    const catalog = new Map(builtinPlugins) as Map<string, () => Promise<PluginDefinition<any>>>;
-    for (const def of extra) catalog.set(def.name, async () => def);
+    this.catalog = new Map(builtinPlugins);
+    for (const def of extra) this.catalog.set(def.name, async () => def);
     for (const name of this.config.core.hosts) {
       const host = new HostContext(name, this.log);
       this.hostContexts.set(name, host);
-      await loadHostPlugins(host, this.config.modulesFor(name), catalog as PluginCatalog, this.config, {
-        server: this,
-        http: this.http,
-        log: this.log,
-      });
+      await loadHostPlugins(host, this.config.modulesFor(name), this.catalog, this.config, this.pluginDeps());
     }
     this.closers.push(async () => {
       for (const host of this.hostContexts.values()) await unloadHostPlugins(host);
@@ -111,6 +116,85 @@ export class Server implements ServerApi {
     });
   }
 
+  private pluginDeps() {
+    return { server: this as ServerApi, http: this.http, log: this.log };
+  }
+
+  /**
+   * Re-reads the config file and applies what can change while running: hosts, modules and
+   * their options, certificates, limits and auth settings for new connections. Connected
+   * sessions stay. A config that does not load, or modules that do not validate, change nothing.
+   * Listeners, storage and the data directory need a restart.
+   */
+  async reload(): Promise<string> {
+    const next = await loadConfig(this.config.file);
+    const core = next.core;
+    const old = this.config.core;
+    const certs = await loadCertificates({ certfiles: core.certfiles, hosts: [...core.hosts], dataDir: old.data_dir, log: this.log });
+    const notes: string[] = [];
+    if (JSON.stringify(core.listen) !== JSON.stringify(old.listen)) notes.push('listen changes need a restart');
+    if (JSON.stringify(core.storage) !== JSON.stringify(old.storage) || core.data_dir !== old.data_dir) {
+      notes.push('storage and data_dir changes need a restart');
+    }
+    // Validate every host's modules before changing any host.
+    const added = core.hosts.filter((h) => !this.hostContexts.has(h));
+    const removed = [...this.hostContexts.keys()].filter((h) => !core.hosts.includes(h));
+    const changes: string[] = [];
+    for (const name of core.hosts) await prepareHostPlugins(name, next.modulesFor(name), this.catalog, next);
+    this.certs.replace(certs);
+    this.currentConfig = next;
+    for (const name of removed) {
+      const host = this.hostContexts.get(name)!;
+      for (const s of [...this.sessions.all()]) if (s.host === name) s.close(new StreamError('host-gone'));
+      await unloadHostPlugins(host);
+      this.hostContexts.delete(name);
+      changes.push(`host ${name} removed`);
+    }
+    for (const name of core.hosts) {
+      let host = this.hostContexts.get(name);
+      if (!host) {
+        host = new HostContext(name, this.log);
+        this.hostContexts.set(name, host);
+        await loadHostPlugins(host, next.modulesFor(name), this.catalog, next, this.pluginDeps());
+        changes.push(`host ${name} added`);
+        continue;
+      }
+      const r = await reconcileHostPlugins(host, next.modulesFor(name), this.catalog, next, this.pluginDeps());
+      if (r.loaded.length || r.unloaded.length) {
+        changes.push(`${name}: reloaded ${[...new Set([...r.unloaded, ...r.loaded])].sort().join(', ')}`);
+      }
+    }
+    const summary = [`configuration reloaded${changes.length ? ': ' + changes.join('; ') : ' (no module changes)'}`, ...notes].join('; ');
+    this.log.info('reload', { changes, notes, added, removed });
+    return summary;
+  }
+
+  /** Runs reload for signals and the admin socket: a failure is logged and the old config stays. */
+  async reloadSafely(): Promise<string> {
+    try {
+      return await this.reload();
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      this.log.error('reload refused, keeping the running configuration', { error: message });
+      throw new AdminCommandError(`reload refused: ${message}`);
+    }
+  }
+
+  stats(): string {
+    const lines = [`sessions: ${this.sessions.size}`];
+    let inTotal = 0;
+    let outTotal = 0;
+    const rows: string[] = [];
+    for (const s of this.sessions.all()) {
+      const st = s.stats();
+      inTotal += st.stanzasIn;
+      outTotal += st.stanzasOut;
+      rows.push(`${s.jid?.full ?? s.id}\tin=${st.stanzasIn}\tout=${st.stanzasOut}\tqueue=${st.queued}\tsendbuf=${st.sendBuffer}`);
+    }
+    lines.push(`stanzas in: ${inTotal}`, `stanzas out: ${outTotal}`, ...rows);
+    return lines.join('\n');
+  }
+
   private async startAdmin(): Promise<void> {
     const socketPath = this.config.core.admin.socket ?? path.join(this.config.core.data_dir, 'parleyctl.sock');
     const commands = createAdminCommands({
@@ -119,6 +203,13 @@ export class Server implements ServerApi {
       hosts: this.hosts,
       kickUser: (bare, reason) => this.kickUser(bare, reason),
       status: () => `running: ${this.sessions.size} session(s), up ${Math.round((Date.now() - this.startedAt) / 1000)} s`,
+      kick: (jid) => this.kick(jid),
+      stats: () => this.stats(),
+      reload: () => this.reloadSafely(),
+      stop: () => {
+        // Answer first, then stop: the caller is waiting on this very socket.
+        setTimeout(() => void this.stop().then(() => this.onStopped?.()), 50);
+      },
     });
     const admin = await startAdminSocket({ path: socketPath, commands, log: this.log.child({ component: 'admin' }) });
     this.closers.push(() => admin.close());
@@ -215,6 +306,19 @@ export class Server implements ServerApi {
   kickUser(bare: string, reason: string): void {
     for (const s of this.sessions.resources(Jid.parse(bare).bare)) s.close(new StreamError('not-authorized', reason));
   }
+
+  /** Disconnects a full JID, or every session of a bare JID; returns how many. */
+  kick(jid: string): number {
+    const target = Jid.parse(jid);
+    const sessions = target.resource
+      ? [this.sessions.get(target.bare, target.resource)].filter((s): s is ClientSession => s !== undefined)
+      : this.sessions.resources(target.bare);
+    for (const s of sessions) s.close(new StreamError('policy-violation', 'disconnected by an administrator'));
+    return sessions.length;
+  }
+
+  /** Called after an admin `stop` has shut the server down (the CLI exits the process). */
+  onStopped: (() => void) | undefined;
 
   async stop(): Promise<void> {
     if (this.stopped) return;

@@ -12,6 +12,10 @@ export interface AdminDeps {
   /** Present when the server runs: ends the sessions of a removed or re-keyed account. */
   kickUser?(bare: string, reason: string): void;
   status?(): string;
+  kick?(jid: string): number;
+  stats?(): string;
+  reload?(): Promise<string>;
+  stop?(): void;
 }
 
 function expectArgs(args: string[], names: string[]): string[] {
@@ -76,6 +80,42 @@ export function createAdminCommands(deps: AdminDeps): Map<string, AdminCommand> 
   if (deps.status) {
     const status = deps.status;
     commands.set('status', async () => status());
+  }
+  if (deps.kick) {
+    const kick = deps.kick;
+    commands.set('kick', async (args) => {
+      const [jid] = expectArgs(args, ['JID']);
+      let n: number;
+      try {
+        n = kick(jid!);
+      } catch (err) {
+        throw new AdminCommandError(`invalid JID '${jid}': ${(err as Error).message}`);
+      }
+      if (n === 0) throw new AdminCommandError(`${jid} is not connected`);
+      return `${n} session(s) of ${jid} disconnected`;
+    });
+  }
+  if (deps.stats) {
+    const stats = deps.stats;
+    commands.set('stats', async (args) => {
+      expectArgs(args, []);
+      return stats();
+    });
+  }
+  if (deps.reload) {
+    const reload = deps.reload;
+    commands.set('reload', async (args) => {
+      expectArgs(args, []);
+      return reload();
+    });
+  }
+  if (deps.stop) {
+    const stop = deps.stop;
+    commands.set('stop', async (args) => {
+      expectArgs(args, []);
+      stop();
+      return 'stopping';
+    });
   }
   return commands;
 }

@@ -17,6 +17,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // SIGHUP re-reads the config (ejabberd/Prosody convention); a bad config is logged and ignored.
+  process.on('SIGHUP', () => {
+    server.reloadSafely().catch(() => undefined);
+  });
+  server.onStopped = () => process.exit(0);
 }
 
 main().catch((err: unknown) => fail('parley', err));

@@ -14,7 +14,11 @@ commands:
   unregister USER HOST          delete an account and its data
   passwd USER HOST PASSWORD     change a password
   users HOST                    list accounts
-  status                        is the server running?`;
+  status                        is the server running?
+  kick JID                      disconnect a full JID, or every session of a bare JID
+  stats                         sessions, stanzas in/out, per-session queue lengths
+  reload                        re-read the config file without dropping sessions
+  stop                          stop the server`;
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
@@ -36,6 +40,9 @@ async function main(): Promise<void> {
   if (command === 'status') {
     process.stdout.write('not running\n');
     process.exit(3);
+  }
+  if (['kick', 'stats', 'reload', 'stop'].includes(command)) {
+    throw new Error(`the server is not running (no admin socket at ${socketPath})`);
   }
   const services = await openCoreServices(core);
   try {

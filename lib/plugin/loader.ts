@@ -47,13 +47,21 @@ function dependencyOrder(defs: Map<string, PluginDefinition<any>>): string[] {
   return order;
 }
 
-export async function loadHostPlugins(
-  host: HostContext,
+interface PreparedPlugins {
+  defs: Map<string, PluginDefinition<any>>;
+  options: Map<string, unknown>;
+}
+
+/**
+ * Resolves and validates a host's module set without touching the running host: unknown modules,
+ * missing dependencies and bad options all fail here, before anything is loaded or unloaded.
+ */
+export async function prepareHostPlugins(
+  hostName: string,
   enabled: Map<string, EnabledModule>,
   catalog: PluginCatalog,
   parse: ParseContext,
-  deps: Omit<ContextDeps, 'host'>,
-): Promise<void> {
+): Promise<PreparedPlugins> {
   const defs = new Map<string, PluginDefinition<any>>();
   for (const [name, mod] of enabled) {
     const load = catalog.get(name);
@@ -73,7 +81,7 @@ export async function loadHostPlugins(
     for (const dep of def.requires ?? []) {
       if (!defs.has(dep)) {
         throw new BootError('PLUGIN_MISSING_DEPENDENCY',
-          `module '${def.name}' requires module '${dep}', which is not enabled for host ${host.name}`);
+          `module '${def.name}' requires module '${dep}', which is not enabled for host ${hostName}`);
       }
     }
   }
@@ -84,9 +92,70 @@ export async function loadHostPlugins(
     const raw = mod.raw === null ? undefined : mod.raw;
     options.set(name, def.options ? validate(def.options, raw ?? {}, mod.path, parse) : raw);
   }
+  dependencyOrder(defs); // reports cycles now rather than halfway through loading
+  return { defs, options };
+}
+
+export async function loadHostPlugins(
+  host: HostContext,
+  enabled: Map<string, EnabledModule>,
+  catalog: PluginCatalog,
+  parse: ParseContext,
+  deps: Omit<ContextDeps, 'host'>,
+): Promise<void> {
+  const { defs, options } = await prepareHostPlugins(host.name, enabled, catalog, parse);
   for (const name of dependencyOrder(defs)) {
     await loadOne(host, defs.get(name)!, options.get(name), { ...deps, host });
   }
+}
+
+/**
+ * Applies a new module set to a running host (config reload): only modules that were added,
+ * removed or whose options changed are unloaded and loaded again, together with the modules that
+ * depend on them. Everything is validated first, so a bad config changes nothing.
+ */
+export async function reconcileHostPlugins(
+  host: HostContext,
+  enabled: Map<string, EnabledModule>,
+  catalog: PluginCatalog,
+  parse: ParseContext,
+  deps: Omit<ContextDeps, 'host'>,
+): Promise<{ loaded: string[]; unloaded: string[] }> {
+  const next = await prepareHostPlugins(host.name, enabled, catalog, parse);
+  const same = (name: string): boolean => {
+    const old = host.plugins.get(name);
+    return old !== undefined && next.defs.get(name) === old.definition
+      && JSON.stringify(old.options) === JSON.stringify(next.options.get(name));
+  };
+  const affected = new Set<string>();
+  for (const name of new Set([...host.plugins.keys(), ...next.defs.keys()])) if (!same(name)) affected.add(name);
+  // Dependents of a changed module captured the old one's services at setup: reload them too.
+  const dependsOn = (def: PluginDefinition<any>): string[] => [...(def.requires ?? []), ...(def.optional ?? [])];
+  let grew = true;
+  while (grew) {
+    grew = false;
+    const all = [...host.plugins.values()].map((p) => p.definition).concat([...next.defs.values()]);
+    for (const def of all) {
+      if (!affected.has(def.name) && dependsOn(def).some((d) => affected.has(d))) {
+        affected.add(def.name);
+        grew = true;
+      }
+    }
+  }
+  const unloaded: string[] = [];
+  const loadedOrder = [...host.plugins.keys()];
+  for (const name of loadedOrder.reverse()) {
+    if (!affected.has(name)) continue;
+    await host.plugins.get(name)!.unload();
+    unloaded.push(name);
+  }
+  const loaded: string[] = [];
+  for (const name of dependencyOrder(next.defs)) {
+    if (!affected.has(name)) continue;
+    await loadOne(host, next.defs.get(name)!, next.options.get(name), { ...deps, host });
+    loaded.push(name);
+  }
+  return { loaded, unloaded };
 }
 
 export async function loadOne(

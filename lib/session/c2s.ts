@@ -20,7 +20,7 @@ import { NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAM, NS_TLS } from '../x
 import { errorReply, iqResult, stanzaKind } from '../xml/stanza.js';
 import { serialize } from '../xml/serialize.js';
 import type { SessionRegistry } from './registry.js';
-import type { ClientSession } from './types.js';
+import type { ClientSession, SessionStats } from './types.js';
 
 export interface C2SOptions {
   /** The listener accepted TLS directly (XEP-0368); no STARTTLS then. */
@@ -79,6 +79,9 @@ export class C2SSession implements ClientSession {
   private processing = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private sentInitialPresence = false;
+  private readonly connectedAt = Date.now();
+  private stanzasIn = 0;
+  private stanzasOut = 0;
 
   constructor(socket: Socket, private readonly deps: C2SDeps, private readonly options: C2SOptions) {
     this.id = `c2s-${(++sessionCounter).toString(36)}-${randomBytes(3).toString('hex')}`;
@@ -135,7 +138,18 @@ export class C2SSession implements ClientSession {
   }
 
   send(stanza: Element): void {
+    this.stanzasOut++;
     this.write(serialize(stanza));
+  }
+
+  stats(): SessionStats {
+    return {
+      connectedAt: this.connectedAt,
+      stanzasIn: this.stanzasIn,
+      stanzasOut: this.stanzasOut,
+      queued: this.queue.length,
+      sendBuffer: this.socket.writableLength,
+    };
   }
 
   sendElement(el: Element): void {
@@ -266,6 +280,7 @@ export class C2SSession implements ClientSession {
 
   private enqueue(el: Element): void {
     if (this.state === 'closed') return;
+    this.stanzasIn++;
     this.queue.push(el);
     if (this.processing) {
       this.socket.pause();

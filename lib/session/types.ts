@@ -4,6 +4,16 @@ import type { Jid } from '../jid.js';
 import type { StreamError } from '../errors.js';
 import type { Logger } from '../log.js';
 
+export interface SessionStats {
+  connectedAt: number;
+  stanzasIn: number;
+  stanzasOut: number;
+  /** Stanzas received and waiting to be processed (the session handles one at a time). */
+  queued: number;
+  /** Bytes written to the socket and not yet sent: a slow or dead client shows here first. */
+  sendBuffer: number;
+}
+
 export interface ClientSession {
   readonly id: string;
   /** The bound full JID; undefined before resource binding. */
@@ -25,6 +35,7 @@ export interface ClientSession {
   send(stanza: Element): void;
   /** Writes a non-stanza element (stream management, CSI answers). */
   sendElement(el: Element): void;
+  stats(): SessionStats;
   /** Ends the stream, with a stream error when given. */
   close(error?: StreamError): void;
 }
