@@ -8,7 +8,7 @@ import { Jid } from './jid.js';
 import type { Logger } from './log.js';
 import type { HostContext } from './plugin/host.js';
 import { iqEvent, type IqAnswer } from './plugin/context.js';
-import type { IqRequest, StanzaEvent } from './plugin/types.js';
+import type { ComponentHandler, IqRequest, StanzaEvent } from './plugin/types.js';
 import type { SessionRegistry } from './session/registry.js';
 import type { ClientSession } from './session/types.js';
 import { cloneStanza, errorReply, firstChild, iqResult, isError, stanzaKind, type StanzaKind } from './xml/stanza.js';
@@ -20,6 +20,8 @@ export interface RouterDeps {
   sessions: SessionRegistry;
   /** The host context serving a domain, if it is local. */
   hostFor(domain: string): HostContext | undefined;
+  /** An internal service (MUC, upload, ...) that owns a whole domain, if one is registered. */
+  componentFor(domain: string): ComponentHandler | undefined;
   userExists(local: string, domain: string): Promise<boolean>;
 }
 
@@ -45,6 +47,19 @@ export class Router {
     const to = Jid.tryParse(stanza.attrs.to);
     if (!from || !to) {
       this.deps.log.warn('dropping stanza without valid addresses', { name: stanza.name });
+      return;
+    }
+    const component = this.deps.componentFor(to.domain);
+    if (component) {
+      try {
+        await component({ stanza, from, to, session });
+      } catch (err) {
+        if (err instanceof StanzaError) this.bounce(stanza, err);
+        else {
+          this.deps.log.error('component failed', { err, domain: to.domain });
+          this.bounce(stanza, new StanzaError('internal-server-error'));
+        }
+      }
       return;
     }
     const host = this.deps.hostFor(to.domain);

@@ -7,6 +7,7 @@ import type { SessionRegistry } from './session/registry.js';
 import type { ClientSession } from './session/types.js';
 import type { StorageDriver } from './storage/types.js';
 import type { HostContext } from './plugin/host.js';
+import type { ComponentHandler } from './plugin/types.js';
 
 export interface ServerApi {
   readonly hosts: readonly string[];
@@ -18,6 +19,8 @@ export interface ServerApi {
   /** A domain served here: a configured host or a service domain registered by a plugin. */
   isLocal(domain: string): boolean;
   host(name: string): HostContext | undefined;
+  /** Registers an internal service domain; returns a remover. Throws if the domain is taken. */
+  registerComponent(domain: string, handler: ComponentHandler): () => void;
   /** Routes a stanza; `from` must be set. */
   route(stanza: Element, session?: ClientSession): Promise<void>;
   /** Sends an IQ get/set as the server and resolves with the response (result or error). */

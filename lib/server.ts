@@ -18,9 +18,10 @@ import { HttpRouter, startHttpListener } from './net/http.js';
 import { listenTcp } from './net/listen.js';
 import { HostContext } from './plugin/host.js';
 import { loadHostPlugins, prepareHostPlugins, reconcileHostPlugins, unloadHostPlugins } from './plugin/loader.js';
-import type { PluginDefinition } from './plugin/types.js';
+import type { ComponentHandler, PluginDefinition } from './plugin/types.js';
 import { Router } from './router.js';
 import type { ServerApi } from './server-api.js';
+import { AuthThrottle } from './auth/throttle.js';
 import { C2SSession } from './session/c2s.js';
 import { SessionRegistry } from './session/registry.js';
 import type { ClientSession } from './session/types.js';
@@ -47,6 +48,7 @@ export class Server implements ServerApi {
   readonly router: Router;
   readonly http: HttpRouter;
   private readonly hostContexts = new Map<string, HostContext>();
+  private readonly components = new Map<string, ComponentHandler>();
   private closers: Array<() => Promise<void>> = [];
   private stopped = false;
 
@@ -66,6 +68,7 @@ export class Server implements ServerApi {
       log: log.child({ component: 'router' }),
       sessions: this.sessions,
       hostFor: (domain) => this.hostContexts.get(domain),
+      componentFor: (domain) => this.components.get(domain),
       userExists: (local, domain) => this.accounts.exists(local, domain),
     });
     this.http = new HttpRouter({ log: log.child({ component: 'http' }), maxBodySize: currentConfig.core.limits.http_max_body_size });
@@ -269,6 +272,7 @@ export class Server implements ServerApi {
       accounts: this.accounts,
       certs: this.certs,
       saslSecret: this.saslSecret,
+      authThrottle: this.authThrottle,
       hostFor: (domain) => this.hostContexts.get(domain),
     }, {
       directTls,
@@ -284,11 +288,23 @@ export class Server implements ServerApi {
       idleTimeoutMs: limits.c2s_idle_timeout,
       sendQueueBytes: limits.c2s_send_queue,
       maxAuthFailures: limits.c2s_max_auth_failures,
+      ...c2sAuthOptions(this.config.core.auth),
     });
   }
 
   isLocal(domain: string): boolean {
-    return this.hostContexts.has(domain);
+    return this.hostContexts.has(domain) || this.components.has(domain);
+  }
+
+  registerComponent(domain: string, handler: ComponentHandler): () => void {
+    const name = Jid.parse(domain).domain;
+    if (this.hostContexts.has(name) || this.components.has(name)) {
+      throw new Error(`domain ${name} is already served here`);
+    }
+    this.components.set(name, handler);
+    return () => {
+      if (this.components.get(name) === handler) this.components.delete(name);
+    };
   }
 
   host(name: string): HostContext | undefined {

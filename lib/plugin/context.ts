@@ -120,6 +120,9 @@ export function createPluginContext<O>(
         track(host.outgoingFilters.add(filter));
       },
     },
+    component(domain, handler) {
+      track(server.registerComponent(domain, handler));
+    },
     route(stanza) {
       return server.route(stanza);
     },

@@ -55,6 +55,12 @@ export interface StanzaEvent {
   session?: ClientSession;
 }
 
+/**
+ * Handles every stanza addressed to a service domain (e.g. conference.example.com) and its JIDs.
+ * Throwing a StanzaError bounces the stanza with it.
+ */
+export type ComponentHandler = (ev: StanzaEvent) => void | Promise<void>;
+
 export interface DiscoIdentity {
   category: string;
   type: string;
@@ -114,6 +120,11 @@ export interface PluginContext<O = unknown> {
     feature(provider: FeatureProvider): void;
     outgoing(filter: OutgoingFilter): void;
   };
+  /**
+   * Serves a whole domain inside the server (MUC, upload, ...): every stanza to it or its JIDs
+   * goes to the handler. The domain must not be a configured host or another service's.
+   */
+  component(domain: string, handler: ComponentHandler): void;
   /** Routes a stanza as the server (from must be set). */
   route(stanza: Element): Promise<void>;
 }

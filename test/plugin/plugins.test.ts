@@ -114,3 +114,30 @@ t.test('unloading undoes every registration, and a failing setup undoes its part
   await t.rejects(loadOne(host, half, undefined, deps), { code: 'PLUGIN_SETUP' });
   t.notOk(host.features.has('urn:half'), 'partial registrations undone');
 });
+
+t.test('a plugin serves a whole domain as a component', async (t) => {
+  const echo = definePlugin({
+    name: 'echo',
+    setup(ctx) {
+      ctx.component(`echo.${ctx.host}`, async ({ stanza, from, to }) => {
+        if (stanza.name === 'iq' && stanza.attrs.type === 'get') throw new StanzaError('feature-not-implemented');
+        if (stanza.name !== 'message') return;
+        await ctx.route(xml('message', { from: to.full, to: from.full, type: 'chat' }, xml('body', {}, `echo: ${stanza.getChildText('body')}`)));
+      });
+    },
+  });
+  const srv = await startTestServer({ plugins: [echo], modules: '  echo: {}' });
+  t.teardown(() => srv.close());
+  await srv.register('alice', 'pw');
+  const c = await RawClient.login(srv.c2sPort, 'alice', 'pw', { resource: 'r' });
+  c.send("<message to='room@echo.localhost/nick' type='chat'><body>hi</body></message>");
+  const reply = await c.nextNamed('message');
+  t.equal(reply.attrs.from, 'room@echo.localhost/nick');
+  t.equal(reply.getChildText('body'), 'echo: hi');
+  c.send("<iq to='echo.localhost' type='get' id='e1'><query xmlns='urn:x'/></iq>");
+  t.ok((await c.nextNamed('iq', 'e1')).getChild('error')?.getChild('feature-not-implemented'), 'StanzaError bounces');
+  c.end();
+
+  const clash = definePlugin({ name: 'clash', setup(ctx) { ctx.component('localhost', () => undefined); } });
+  await t.rejects(startTestServer({ plugins: [clash], modules: '  clash: {}' }), { code: 'PLUGIN_SETUP', message: /already served/ });
+});
