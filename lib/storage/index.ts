@@ -1,0 +1,51 @@
+// Opens the configured storage driver at boot. Failures become one BootError with a one-line
+// message, so the server exits with a clear reason instead of a driver stack trace.
+import { isAbsolute, resolve } from 'node:path';
+import { BootError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { EmbeddedDriver } from './embedded.js';
+import type { StorageDriver } from './types.js';
+
+export interface StorageConfig {
+  driver: 'embedded' | 'mongodb';
+  /** Embedded database file; relative paths are taken from the data directory. */
+  path?: string;
+  uri?: string;
+  database?: string;
+}
+
+export const DEFAULT_EMBEDDED_FILE = 'parley.db';
+
+/** The file the embedded driver uses for this configuration. */
+export function embeddedPath(config: Pick<StorageConfig, 'path'>, dataDir: string): string {
+  const path = config.path ?? DEFAULT_EMBEDDED_FILE;
+  if (path === ':memory:' || isAbsolute(path)) return path;
+  return resolve(dataDir, path);
+}
+
+function oneLine(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.replace(/\s*[\r\n]+\s*/g, ' ').trim();
+}
+
+export async function openStorage(
+  config: StorageConfig,
+  dataDir: string,
+  options: { log?: Logger } = {},
+): Promise<StorageDriver> {
+  switch (config.driver) {
+    case 'embedded': {
+      const path = embeddedPath(config, dataDir);
+      try {
+        return EmbeddedDriver.open({ path, log: options.log });
+      } catch (err) {
+        throw new BootError('STORAGE_FAILED', `embedded storage: ${oneLine(err)}`, { cause: err });
+      }
+    }
+    case 'mongodb':
+      throw new BootError('STORAGE_FAILED', 'the mongodb driver is not available yet');
+    default:
+      throw new BootError('STORAGE_FAILED',
+        `unknown storage driver ${JSON.stringify((config as { driver: unknown }).driver)}`);
+  }
+}
