@@ -16,4 +16,6 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['contact_info', mod(() => import('./contact_info.js'))],
   ['carbons', mod(() => import('./carbons.js'))],
   ['csi', mod(() => import('./csi.js'))],
+  ['roster', mod(() => import('./roster/index.js'))],
+  ['presence', mod(() => import('./presence/index.js'))],
 ]);
