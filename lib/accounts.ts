@@ -31,7 +31,7 @@ export interface AccountRecord {
 export interface AccountsOptions {
   /** PBKDF2 iterations for new credentials; at least 4096 (RFC 7677 §4). */
   iterations?: number;
-  /** Hash families to keep credentials for; SHA-1 and SHA-256 by default. */
+  /** Hash families to keep credentials for; SHA-1, SHA-256 and SHA-512 by default. */
   hashes?: readonly ScramHash[];
   /** Server secret: keys the fake salts used for unknown users. */
   secret: Buffer;
@@ -52,7 +52,7 @@ export class Accounts {
     if (!Number.isSafeInteger(iterations) || iterations < MIN_SCRAM_ITERATIONS) {
       throw new RangeError(`SCRAM iterations must be an integer of at least ${MIN_SCRAM_ITERATIONS}, got ${iterations}`);
     }
-    const hashes = [...new Set<ScramHash>(options.hashes ?? ['SHA-1', 'SHA-256'])];
+    const hashes = [...new Set<ScramHash>(options.hashes ?? ['SHA-1', 'SHA-256', 'SHA-512'])];
     if (hashes.length === 0) throw new RangeError('at least one SCRAM hash is needed');
     for (const h of hashes) if (!PREFERENCE.includes(h)) throw new RangeError(`unknown SCRAM hash ${String(h)}`);
     this.iterations = iterations;
@@ -96,6 +96,11 @@ export class Accounts {
     return (await this.store.keys(host)).sort();
   }
 
+  /**
+   * Checks a password against the strongest stored credential. On success, families the account
+   * lacks (e.g. imported with SCRAM-SHA-1 only) are derived from the password and stored: PLAIN
+   * is the one login that reveals the password, so it is the moment to complete the record.
+   */
   async verifyPassword(user: string, host: string, password: string): Promise<boolean> {
     const local = tryPrepLocal(user);
     const record = local === undefined ? undefined : await this.store.get(host, local);
@@ -118,8 +123,36 @@ export class Accounts {
       await saltedPassword(prepared, Buffer.from(stored.salt, 'base64'), stored.iterations, hash!),
       hash!,
     );
-    return constantTimeEqual(storedKey, Buffer.from(stored.storedKey, 'base64'))
+    const ok = constantTimeEqual(storedKey, Buffer.from(stored.storedKey, 'base64'))
       && constantTimeEqual(serverKey, Buffer.from(stored.serverKey, 'base64'));
+    if (ok && this.hashes.some((h) => !record!.scram[h])) {
+      // The login stands even when the upgrade cannot be written; the next one tries again.
+      await this.addMissingCredentials(host, local!, prepared, hash!, stored).catch(() => undefined);
+    }
+    return ok;
+  }
+
+  /** The hash families an account has credentials for; undefined when there is no such account. */
+  async scramHashes(user: string, host: string): Promise<ScramHash[] | undefined> {
+    const local = tryPrepLocal(user);
+    const record = local === undefined ? undefined : await this.store.get(host, local);
+    return record ? PREFERENCE.filter((h) => record.scram[h]) : undefined;
+  }
+
+  private async addMissingCredentials(host: string, local: string, password: string, verified: ScramHash, credential: ScramCredential): Promise<void> {
+    const before = await this.store.get(host, local);
+    const missing = this.hashes.filter((h) => !before?.scram[h]);
+    if (missing.length === 0) return;
+    const derived = await Promise.all(missing.map((h) => deriveScramCredential(password, h, this.iterations)));
+    // Read again after the slow derivation: a password changed or an account removed meanwhile
+    // must win over credentials derived from the old password.
+    const current = await this.store.get(host, local);
+    if (!current || current.scram[verified]?.storedKey !== credential.storedKey) return;
+    const scram = { ...current.scram };
+    missing.forEach((h, i) => {
+      scram[h] ??= derived[i]!;
+    });
+    await this.store.set(host, local, { ...current, scram });
   }
 
   saslBackend(host: string): SaslBackend {
@@ -131,6 +164,7 @@ export class Accounts {
         return (await this.store.get(host, local))?.scram[hash];
       },
       verifyPassword: (username, password) => this.verifyPassword(username, host, password),
+      scramHashes: (username) => this.scramHashes(username, host),
     };
   }
 

@@ -21,6 +21,7 @@ import { loadHostPlugins, prepareHostPlugins, reconcileHostPlugins, unloadHostPl
 import type { ComponentHandler, PluginDefinition } from './plugin/types.js';
 import { Router } from './router.js';
 import type { ServerApi } from './server-api.js';
+import { c2sAuthOptions } from './auth/options.js';
 import { AuthThrottle } from './auth/throttle.js';
 import { C2SSession } from './session/c2s.js';
 import { SessionRegistry } from './session/registry.js';
@@ -43,6 +44,8 @@ export interface ListenerInfo {
 
 export class Server implements ServerApi {
   readonly sessions = new SessionRegistry();
+  /** Failed-login counters; kept across reloads, which only change the limits. */
+  private readonly authThrottle = new AuthThrottle();
   readonly startedAt = Date.now();
   readonly listeners: ListenerInfo[] = [];
   readonly router: Router;

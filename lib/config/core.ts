@@ -94,11 +94,34 @@ export const coreSchema = s.object({
   }),
   auth: s.object({
     scram_iterations: s.int({ default: 4096, min: 4096, doc: 'PBKDF2 rounds for new and changed passwords (RFC 7677 minimum 4096)' }),
-    mechanisms: s.array(s.enum(['SCRAM-SHA-1', 'SCRAM-SHA-256', 'PLAIN']), {
-      default: ['SCRAM-SHA-1', 'SCRAM-SHA-256', 'PLAIN'],
+    // Every mechanism the server implements, strongest first: the default offer and its order.
+    mechanisms: s.array(s.enum([
+      'SCRAM-SHA-512-PLUS', 'SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-512', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN',
+    ]), {
+      default: ['SCRAM-SHA-512-PLUS', 'SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-512', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN'],
       minLength: 1,
       unique: true,
-      doc: 'SASL mechanisms offered (PLAIN only over TLS)',
+      doc: 'SASL mechanisms offered, in this order (PLAIN only over TLS, -PLUS only over TLS with a channel binding type)',
+    }),
+    channel_binding: s.array(s.enum(['tls-exporter', 'tls-server-end-point']), {
+      default: ['tls-exporter', 'tls-server-end-point'],
+      unique: true,
+      doc: 'channel binding types for the -PLUS mechanisms (XEP-0440); tls-exporter only on TLS 1.3; none = no -PLUS',
+    }),
+    // Throttling of failed logins. Each limit is a bucket of `*_failures` attempts that refills
+    // evenly over `*_window`: a burst of that many failures, then one more per window/failures.
+    // A full bucket lets a legitimate user in after a few typos; an empty one slows a guesser
+    // without locking the account for good. Counters live in this process's memory.
+    throttle: s.object({
+      ip_failures: s.int({ default: 30, min: 1, doc: 'failed logins from one address (IPv6: its /64) before further attempts from it are refused' }),
+      ip_window: timer('10m', 'time in which ip_failures failures are forgiven again', '1s'),
+      account_failures: s.int({ default: 10, min: 1, doc: 'failed logins for one account (from anywhere) before further attempts for it are refused' }),
+      account_window: timer('1h', 'time in which account_failures failures are forgiven again', '1s'),
+      // After a successful login its address may keep trying that account despite the account
+      // limit, so a guesser elsewhere cannot lock the owner out.
+      trust_address_for: timer('7d', 'after a successful login, its address skips that account\'s limit for this long; 0 = never'),
+      failure_delay: s.duration({ default: '1s', min: 0, max: '30s', doc: 'wait before answering a failed or refused login; 0 = answer at once' }),
+      max_entries: s.int({ default: 100000, min: 100, doc: 'addresses and accounts tracked at most; the least recently failed are forgotten first' }),
     }),
   }),
   limits,

@@ -26,6 +26,12 @@ export interface SaslBackend {
   /** For PLAIN. */
   verifyPassword(username: string, password: string): Promise<boolean>;
   /**
+   * The hash families an existing account has credentials for; undefined for an unknown user.
+   * Lets SCRAM tell "this account lacks the family" (a clear failure) from "no such account"
+   * (answered like a real account, so the exchange does not reveal which accounts exist).
+   */
+  scramHashes?(username: string): Promise<readonly ScramHash[] | undefined>;
+  /**
    * The iteration count new credentials get. SCRAM announces it for unknown users, so they look
    * like accounts created under the current settings.
    */
@@ -45,6 +51,8 @@ export interface SaslSession {
 export interface ChannelBinding {
   /** The binding data for a type ('tls-exporter', 'tls-server-end-point', ...), undefined when unavailable. */
   data(type: string): Buffer | undefined;
+  /** The types this connection offers (XEP-0440), for error texts. */
+  readonly types?: readonly string[];
 }
 
 export interface SaslSessionOptions {
@@ -56,6 +64,22 @@ export interface SaslSessionOptions {
   nonce?: () => string;
   /** Enables the -PLUS mechanisms for this session. */
   channelBinding?: ChannelBinding;
+  /**
+   * Called once the username is known, before any credential is looked up or derived: a refusal
+   * (e.g. a throttled account) ends the exchange without running the costly check.
+   */
+  gate?(username: string): SaslRefusal | undefined;
+  /**
+   * Called when a credential check ran and failed (wrong password or proof, or no such user):
+   * the attempts that count as guesses. Protocol errors and channel binding mismatches do not.
+   */
+  onBadCredentials?(username: string): void;
+}
+
+/** A failure a gate answers with. */
+export interface SaslRefusal {
+  condition: SaslFailureCondition;
+  text?: string;
 }
 
 export const SCRAM_MECHANISMS: Record<'SCRAM-SHA-1' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512', ScramHash> = {
@@ -70,7 +94,7 @@ function scramHashOf(mechanism: string): ScramHash | undefined {
 
 /** A session for `mechanism`, or undefined when it is unknown (answer invalid-mechanism). */
 export function createSaslSession(mechanism: string, backend: SaslBackend, options: SaslSessionOptions): SaslSession | undefined {
-  if (mechanism === 'PLAIN') return new PlainSession(backend);
+  if (mechanism === 'PLAIN') return new PlainSession(backend, options);
   const plus = mechanism.endsWith('-PLUS');
   // -PLUS exists only where the connection can supply binding data.
   if (plus && !options.channelBinding) return undefined;
@@ -84,5 +108,7 @@ export function createSaslSession(mechanism: string, backend: SaslBackend, optio
     iterations: options.iterations,
     nonce: options.nonce,
     channelBinding: options.channelBinding,
+    gate: options.gate,
+    onBadCredentials: options.onBadCredentials,
   });
 }

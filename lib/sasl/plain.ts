@@ -1,12 +1,15 @@
 // PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`. Offered only over TLS by the caller,
 // since the password travels as is.
-import type { SaslBackend, SaslResult, SaslSession } from './index.js';
+import type { SaslBackend, SaslResult, SaslSession, SaslSessionOptions } from './index.js';
 import { decodeUtf8, saslprep } from './scram.js';
 
 export class PlainSession implements SaslSession {
   private state: 'new' | 'await-response' | 'done' = 'new';
 
-  constructor(private readonly backend: SaslBackend) {}
+  constructor(
+    private readonly backend: SaslBackend,
+    private readonly options: Pick<SaslSessionOptions, 'gate' | 'onBadCredentials'> = {},
+  ) {}
 
   async start(initial: Buffer | undefined): Promise<SaslResult> {
     if (this.state !== 'new') return this.fail('malformed-request', 'already started');
@@ -61,12 +64,18 @@ export class PlainSession implements SaslSession {
       if (prepared !== username) return this.fail('invalid-authzid');
     }
 
+    // Checked before the password is: PBKDF2 is the costly part, and a refused attempt skips it.
+    const refused = this.options.gate?.(username);
+    if (refused) return this.fail(refused.condition, refused.text);
+
     let ok: boolean;
     try {
       ok = await this.backend.verifyPassword(username, preparedPassword);
     } catch {
       return this.fail('temporary-auth-failure');
     }
-    return ok ? { kind: 'success', username } : this.fail('not-authorized');
+    if (ok) return { kind: 'success', username };
+    this.options.onBadCredentials?.(username);
+    return this.fail('not-authorized');
   }
 }

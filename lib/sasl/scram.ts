@@ -4,7 +4,7 @@
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import saslprepLib from '@mongodb-js/saslprep';
-import type { ChannelBinding, SaslBackend, SaslResult, SaslSession } from './index.js';
+import type { ChannelBinding, SaslBackend, SaslRefusal, SaslResult, SaslSession } from './index.js';
 
 export type ScramHash = 'SHA-1' | 'SHA-256' | 'SHA-512';
 
@@ -217,6 +217,10 @@ export interface ScramSessionOptions {
   nonce?: () => string;
   /** Given exactly when -PLUS mechanisms are offered on this connection. */
   channelBinding?: ChannelBinding;
+  /** See SaslSessionOptions.gate. */
+  gate?(username: string): SaslRefusal | undefined;
+  /** See SaslSessionOptions.onBadCredentials. */
+  onBadCredentials?(username: string): void;
 }
 
 interface Pending {
@@ -285,13 +289,17 @@ export class ScramSession implements SaslSession {
       // RFC 5802 §6: binding is only negotiated through the -PLUS mechanism name.
       if (!plus) throw new Fail('malformed-request', 'channel binding requires a -PLUS mechanism');
       const bound = channelBinding?.data(first.cbName!);
-      if (!bound) throw new Fail('malformed-request', `channel binding type ${first.cbName} is not supported`);
+      if (!bound) {
+        const offered = channelBinding?.types?.join(', ');
+        throw new Fail('malformed-request', `channel binding type ${first.cbName} is not supported${offered ? ` here (offered: ${offered})` : ''}`);
+      }
       cbData = bound;
     } else if (plus) {
       throw new Fail('malformed-request', 'a -PLUS mechanism requires channel binding');
     } else if (first.cbFlag === 'y' && channelBinding) {
       // The client would have bound had it seen -PLUS offered: someone stripped it (RFC 5802 §6).
-      throw new Fail('not-authorized', 'channel binding downgrade');
+      // A client that can bind but knows none of the offered types says `n` (XEP-0440).
+      throw new Fail('not-authorized', 'channel binding downgrade: -PLUS mechanisms were offered, but the client says it saw none');
     }
 
     let username: string;
@@ -311,8 +319,12 @@ export class ScramSession implements SaslSession {
       if (authzid !== username) throw new Fail('invalid-authzid');
     }
 
+    const refused = this.options.gate?.(username);
+    if (refused) throw new Fail(refused.condition, refused.text);
+
     const backend = this.options.backend;
     const stored = await backend.scramCredential(username, hash);
+    if (!stored) await this.checkFamily(username);
     const length = scramHashLength(hash);
     let salt: string;
     let iterations: number;
@@ -348,6 +360,20 @@ export class ScramSession implements SaslSession {
     return { kind: 'challenge', data: Buffer.from(serverFirst, 'utf8') };
   }
 
+  /**
+   * An account without credentials of this hash family (e.g. imported with SHA-1 only) cannot
+   * complete the exchange. It fails at once with invalid-mechanism ("not supported for this
+   * account") and a text naming what works; mechanism-too-weak would mean the opposite. This
+   * tells that the account exists, a trade against a user stuck on a silent not-authorized.
+   */
+  private async checkFamily(username: string): Promise<void> {
+    const families = await this.options.backend.scramHashes?.(username);
+    if (!families || families.length === 0 || families.includes(this.options.hash)) return;
+    const usable = families.map((h) => `SCRAM-${h}`).join(' or ');
+    throw new Fail('invalid-mechanism',
+      `this account has no SCRAM-${this.options.hash} credentials yet: use ${usable}, or log in once with PLAIN to add them`);
+  }
+
   private async clientFinal(data: Buffer): Promise<SaslResult> {
     const pending = this.pending!;
     const text = decodeUtf8(data);
@@ -369,7 +395,10 @@ export class ScramSession implements SaslSession {
       for (let i = 0; i < signature.length; i++) clientKey[i] = final.proof[i]! ^ signature[i]!;
       ok = timingSafeEqual(digest(hash, clientKey), storedKey);
     }
-    if (!ok || !pending.known) throw new Fail('not-authorized');
+    if (!ok || !pending.known) {
+      this.options.onBadCredentials?.(pending.first.username);
+      throw new Fail('not-authorized');
+    }
     const verifier = hmac(hash, serverKey, authMessage).toString('base64');
     return { kind: 'success', username: pending.first.username, data: Buffer.from(`v=${verifier}`, 'utf8') };
   }

@@ -13,7 +13,9 @@ import type { CertStore } from '../net/certs.js';
 import type { HostContext } from '../plugin/host.js';
 import type { StanzaEvent } from '../plugin/types.js';
 import type { Router } from '../router.js';
-import { createSaslSession, type SaslResult, type SaslSession } from '../sasl/index.js';
+import { createSaslSession, type ChannelBinding, type SaslRefusal, type SaslResult, type SaslSession } from '../sasl/index.js';
+import { tlsChannelBinding, type ChannelBindingType } from '../sasl/channel-binding.js';
+import { describeWait, type AuthThrottle, type Refusal, type ThrottleSettings } from '../auth/throttle.js';
 import type { Accounts } from '../accounts.js';
 import { StreamParser, type StreamHeader, type XmlLimits } from '../xml/stream-parser.js';
 import { NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAM, NS_TLS } from '../xml/ns.js';
@@ -21,6 +23,9 @@ import { errorReply, iqResult, stanzaKind } from '../xml/stanza.js';
 import { serialize } from '../xml/serialize.js';
 import type { SessionRegistry } from './registry.js';
 import type { ClientSession, SessionStats } from './types.js';
+
+/** XEP-0440: the channel binding types offered, as a stream feature. */
+const NS_SASL_CB = 'urn:xmpp:sasl-cb:0';
 
 export interface C2SOptions {
   /** The listener accepted TLS directly (XEP-0368); no STARTTLS then. */
@@ -36,6 +41,12 @@ export interface C2SOptions {
   sendQueueBytes: number;
   /** SASL failures allowed on one stream before it is closed. */
   maxAuthFailures: number;
+  /** Channel binding types for the -PLUS mechanisms, in order of preference (XEP-0440). */
+  channelBinding: readonly ChannelBindingType[];
+  /** Limits on failed logins; the counters are in C2SDeps.authThrottle, shared by all streams. */
+  throttle: ThrottleSettings;
+  /** Wait before answering a failed or refused login. */
+  failureDelayMs: number;
 }
 
 export interface C2SDeps {
@@ -45,6 +56,8 @@ export interface C2SDeps {
   accounts: Accounts;
   certs: CertStore;
   saslSecret: Buffer;
+  /** Failed-login counters of the whole server. */
+  authThrottle: AuthThrottle;
   /** Configured hosts served to clients (not service domains). */
   hostFor(domain: string): HostContext | undefined;
 }
@@ -75,6 +88,13 @@ export class C2SSession implements ClientSession {
   private sasl: SaslSession | undefined;
   private mechanism = '';
   private authFailures = 0;
+  /** Decided once per TLS stream, when the first features are sent; undefined = no -PLUS. */
+  private binding: ChannelBinding | undefined;
+  private bindingDecided = false;
+  /** Set by the SASL callbacks: the current failure was a guess or a refusal, and is delayed. */
+  private penalized = false;
+  /** The client's address, for throttling; taken from the TCP socket before any TLS wrapping. */
+  private readonly remoteAddress: string | undefined;
   private readonly queue: Element[] = [];
   private processing = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
@@ -88,6 +108,7 @@ export class C2SSession implements ClientSession {
     this.log = deps.log.child({ session: this.id });
     this.socket = socket;
     this.secure = options.directTls;
+    this.remoteAddress = socket.remoteAddress ?? (socket as Socket & { _parent?: Socket })._parent?.remoteAddress;
     this.parser = new StreamParser({
       streamStart: (h) => this.onStreamStart(h),
       stanza: (el) => this.enqueue(el),
@@ -208,9 +229,15 @@ export class C2SSession implements ClientSession {
     }
     if (this.secure || !this.options.starttlsRequired) {
       if (!this.user) {
+        const offered = this.offeredMechanisms();
         const mechs = xml('mechanisms', { xmlns: NS_SASL });
-        for (const m of this.offeredMechanisms()) mechs.append(xml('mechanism', {}, m));
+        for (const m of offered) mechs.append(xml('mechanism', {}, m));
         features.append(mechs);
+        if (this.binding && offered.some((m) => m.endsWith('-PLUS'))) {
+          const cb = xml('sasl-channel-binding', { xmlns: NS_SASL_CB });
+          for (const type of this.binding.types ?? []) cb.append(xml('channel-binding', { type }));
+          features.append(cb);
+        }
         this.addProviderFeatures(features, 'pre-auth');
       } else {
         features.append(xml('bind', { xmlns: NS_BIND }));
@@ -234,8 +261,23 @@ export class C2SSession implements ClientSession {
   }
 
   private offeredMechanisms(): string[] {
-    // PLAIN sends the password itself: never over an unencrypted stream.
-    return this.options.mechanisms.filter((m) => m !== 'PLAIN' || this.secure);
+    const binding = this.channelBinding();
+    // PLAIN sends the password itself: never over an unencrypted stream. The -PLUS variants need
+    // a channel to bind to; with no usable type they are left out, not offered and then refused.
+    return this.options.mechanisms.filter((m) => (m === 'PLAIN' ? this.secure : m.endsWith('-PLUS') ? binding !== undefined : true));
+  }
+
+  /**
+   * The stream's channel binding, decided once TLS is up. It depends on the listener's settings,
+   * the TLS version and the certificate only, so the offer is the same on every login of the
+   * same client (Conversations pins the mechanism it used and takes a change as an attack).
+   */
+  private channelBinding(): ChannelBinding | undefined {
+    if (!this.bindingDecided && this.secure && this.socket instanceof TLSSocket) {
+      this.bindingDecided = true;
+      this.binding = tlsChannelBinding(this.socket, this.options.channelBinding);
+    }
+    return this.binding;
   }
 
   close(error?: StreamError): void {
@@ -352,6 +394,8 @@ export class C2SSession implements ClientSession {
       raw.destroy();
     });
     this.socket = tlsSocket;
+    this.binding = undefined;
+    this.bindingDecided = false;
     // Anything the client pipelined after <starttls/> was sent in plaintext: it must not be
     // taken as part of the encrypted stream (STARTTLS command injection).
     this.queue.length = 0;
@@ -377,6 +421,45 @@ export class C2SSession implements ClientSession {
     return Buffer.from(text, 'base64');
   }
 
+  /** The throttling key of an account: the prepared localpart where it has one, and the host. */
+  private accountKey(username: string): string {
+    let local = username;
+    try {
+      local = prepLocal(username);
+    } catch {
+      // Not a valid localpart: it cannot log in, but guesses at it still count under its name.
+    }
+    return `${local}@${this.host}`;
+  }
+
+  private gate(username: string): SaslRefusal | undefined {
+    const refusal = this.deps.authThrottle.checkAccount(this.remoteAddress, this.accountKey(username), this.options.throttle);
+    if (!refusal) return undefined;
+    this.penalized = true;
+    return { condition: 'temporary-auth-failure', text: this.refusalText(refusal) };
+  }
+
+  private refusalText(refusal: Refusal): string {
+    const whose = refusal.scope === 'address' ? 'from your address' : 'for this account';
+    return `too many failed logins ${whose}; try again in ${describeWait(refusal.retryAfterMs)}`;
+  }
+
+  private async refuse(refusal: Refusal): Promise<void> {
+    this.authFailures++;
+    this.log.info('authentication refused', { scope: refusal.scope, remote: this.remoteAddress });
+    await this.failureDelay();
+    this.saslFailure('temporary-auth-failure', this.refusalText(refusal));
+    if (this.authFailures >= this.options.maxAuthFailures) {
+      this.close(new StreamError('policy-violation', 'too many failed authentication attempts'));
+    }
+  }
+
+  private failureDelay(): Promise<void> {
+    const ms = this.options.failureDelayMs;
+    if (ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => setTimeout(resolve, ms).unref());
+  }
+
   private async handleSasl(el: Element): Promise<void> {
     if (this.user) throw new StreamError('not-authorized', 'already authenticated');
     if (el.name === 'abort') {
@@ -384,10 +467,24 @@ export class C2SSession implements ClientSession {
       return this.saslFailure('aborted');
     }
     let result: SaslResult;
+    this.penalized = false;
     if (el.name === 'auth') {
       const mechanism = el.attrs.mechanism ?? '';
-      const session = this.offeredMechanisms().includes(mechanism)
-        ? createSaslSession(mechanism, this.deps.accounts.saslBackend(this.host), { secret: this.deps.saslSecret })
+      // An address over its limit is refused before a mechanism even starts.
+      const refusal = this.deps.authThrottle.checkAddress(this.remoteAddress, this.options.throttle);
+      if (refusal) return this.refuse(refusal);
+      const offered = this.offeredMechanisms();
+      const session = offered.includes(mechanism)
+        ? createSaslSession(mechanism, this.deps.accounts.saslBackend(this.host), {
+          secret: this.deps.saslSecret,
+          // Given exactly when -PLUS is offered: a `y` flag then means someone stripped it.
+          channelBinding: offered.some((m) => m.endsWith('-PLUS')) ? this.binding : undefined,
+          gate: (username) => this.gate(username),
+          onBadCredentials: (username) => {
+            this.penalized = true;
+            this.deps.authThrottle.failed(this.remoteAddress, this.accountKey(username), this.options.throttle);
+          },
+        })
         : undefined;
       if (!session) return this.saslFailure('invalid-mechanism');
       const data = this.decode(el);
@@ -413,7 +510,9 @@ export class C2SSession implements ClientSession {
     this.sasl = undefined;
     if (result.kind === 'failure') {
       this.authFailures++;
-      this.log.info('authentication failed', { condition: result.condition, mechanism: this.mechanism });
+      this.log.info('authentication failed', { condition: result.condition, mechanism: this.mechanism, remote: this.remoteAddress });
+      // Guesses and refusals are answered late, so one stream cannot try quickly either.
+      if (this.penalized) await this.failureDelay();
       this.saslFailure(result.condition, result.text);
       if (this.authFailures >= this.options.maxAuthFailures) {
         this.close(new StreamError('policy-violation', 'too many failed authentication attempts'));
@@ -427,6 +526,7 @@ export class C2SSession implements ClientSession {
       return this.saslFailure('not-authorized');
     }
     this.user = user;
+    this.deps.authThrottle.succeeded(this.remoteAddress, `${user}@${this.host}`, this.options.throttle);
     this.log.info('authenticated', { user: `${user}@${this.host}`, mechanism: this.mechanism });
     this.sendElement(xml('success', { xmlns: NS_SASL }, result.data ? result.data.toString('base64') : ''));
     // RFC 6120 §6.4.6: the stream restarts after SASL success; nothing from the old stream counts.
