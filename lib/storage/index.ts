@@ -42,8 +42,16 @@ export async function openStorage(
         throw new BootError('STORAGE_FAILED', `embedded storage: ${oneLine(err)}`, { cause: err });
       }
     }
-    case 'mongodb':
-      throw new BootError('STORAGE_FAILED', 'the mongodb driver is not available yet');
+    case 'mongodb': {
+      if (!config.uri) throw new BootError('STORAGE_FAILED', 'mongodb storage: storage.uri is required');
+      // Loaded on demand: the official driver is large, and embedded deployments never need it.
+      const { MongoDriver } = await import('./mongodb.js');
+      try {
+        return await MongoDriver.open({ uri: config.uri, database: config.database });
+      } catch (err) {
+        throw new BootError('STORAGE_FAILED', `mongodb storage: ${oneLine(err)}`, { cause: err });
+      }
+    }
     default:
       throw new BootError('STORAGE_FAILED',
         `unknown storage driver ${JSON.stringify((config as { driver: unknown }).driver)}`);
