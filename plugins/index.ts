@@ -18,4 +18,8 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['csi', mod(() => import('./csi.js'))],
   ['roster', mod(() => import('./roster/index.js'))],
   ['presence', mod(() => import('./presence/index.js'))],
+  ['blocking', mod(() => import('./blocking/index.js'))],
+  ['vcard', mod(() => import('./vcard.js'))],
+  ['private', mod(() => import('./private.js'))],
+  ['last', mod(() => import('./last.js'))],
 ]);
