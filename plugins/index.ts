@@ -22,4 +22,7 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['vcard', mod(() => import('./vcard.js'))],
   ['private', mod(() => import('./private.js'))],
   ['last', mod(() => import('./last.js'))],
+  ['muc', mod(() => import('./muc/index.js'))],
+  ['http_upload', mod(() => import('./http_upload/index.js'))],
+  ['host_meta', mod(() => import('./host_meta.js'))],
 ]);
