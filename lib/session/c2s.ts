@@ -526,6 +526,8 @@ export class C2SSession implements ClientSession {
       return this.saslFailure('not-authorized');
     }
     this.user = user;
+    // Binding data is only for authentication; an idle session should not keep it.
+    this.binding = undefined;
     this.deps.authThrottle.succeeded(this.remoteAddress, `${user}@${this.host}`, this.options.throttle);
     this.log.info('authenticated', { user: `${user}@${this.host}`, mechanism: this.mechanism });
     this.sendElement(xml('success', { xmlns: NS_SASL }, result.data ? result.data.toString('base64') : ''));
