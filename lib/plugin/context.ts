@@ -65,6 +65,8 @@ export function createPluginContext<O>(
     hook(event, fn, priority = 0) {
       track(host.hooks.on(event, fn, priority, def.name));
     },
+    emit: (event, arg) => host.hooks.emit(event, arg),
+    run: (event, arg) => host.hooks.run(event, arg),
     iq: { get: registerIq('get'), set: registerIq('set') },
     feature(ns, where = 'host') {
       track((where === 'host' ? host.features : host.accountFeatures).add(ns));

@@ -91,6 +91,10 @@ export interface PluginContext<O = unknown> {
   readonly log: Logger;
   readonly server: ServerApi;
   hook(event: string, fn: HookHandler, priority?: number): void;
+  /** Runs every handler of an event on this host (notifications). */
+  emit(event: string, arg: unknown): Promise<void>;
+  /** Runs handlers until one returns a value, and returns it. */
+  run<R = unknown>(event: string, arg: unknown): Promise<R | undefined>;
   iq: {
     get(xmlns: string, name: string, handler: IqHandler, opts?: { to?: readonly IqTarget[] }): void;
     set(xmlns: string, name: string, handler: IqHandler, opts?: { to?: readonly IqTarget[] }): void;

@@ -647,6 +647,8 @@ export class C2SSession implements ClientSession {
       this.available = true;
     } else {
       this.available = false;
+      // Available presence after unavailable is initial presence again (RFC 6121 §4.2).
+      this.sentInitialPresence = false;
     }
     this.presence = el;
     const host = this.hostCtx!;
