@@ -67,9 +67,9 @@ function check(svc: MucService, room: Room, item: Element, actorAffiliation: Aff
     if (!target) throw new StanzaError('item-not-found', 'no occupant has that nickname');
     const targetRank = AFFILIATION_RANK[svc.affiliationOf(room, target.bare)];
     const r = role as Role;
-    // §8.2 / §8.5: nobody acts on an occupant whose affiliation is at or above their own, and
-    // admins and owners (who are always moderators) are beyond any moderator's reach.
-    if (targetRank >= AFFILIATION_RANK.admin && targetRank >= actorRank) {
+    // §8.2 / §8.5 / §9.7: admins and owners are moderators by affiliation; their role is not
+    // changed by anyone (an owner demotes an admin by affiliation, not by role).
+    if (targetRank >= AFFILIATION_RANK.admin) {
       throw new StanzaError('not-allowed', 'that occupant has a higher or equal affiliation');
     }
     // §9.6 / §9.7: the moderator role is given and taken by admins and owners.

@@ -16,7 +16,6 @@ import { IqForwarder } from './occupant-iq.js';
 import { mucOptions, type MucOptions } from './options.js';
 import { leaveAll } from './presence.js';
 import { MucService } from './service.js';
-import { prepDomain } from '../../lib/jid.js';
 
 export default definePlugin<MucOptions>({
   name: 'muc',
@@ -32,7 +31,6 @@ export default definePlugin<MucOptions>({
   options: mucOptions,
   async setup(ctx) {
     const svc = new MucService(ctx, ctx.options);
-    prepDomain(svc.domain); // a bad domain option stops the boot here, not at the first stanza
     await svc.load();
     const forwarder = new IqForwarder(svc);
     ctx.component(svc.domain, createDispatcher(svc, forwarder));

@@ -130,7 +130,7 @@ async function join(svc: MucService, room: Room, ev: StanzaEvent, created: boole
     // as a new occupant would; the others see no change, since the occupant was already there.
     existing.sessions.set(full, sessionPresence(stanza));
     svc.indexSession(room, full, existing);
-    await sendOccupantsTo(svc, room, full, existing);
+    await sendOccupantsTo(svc, room, full, existing, svc.seesJids(room, existing));
     await svc.route(occupantPresence(existing, full, {
       affiliation, withJid: true, codes: [...selfCodes, 110],
     }, undefined));
@@ -151,7 +151,7 @@ async function join(svc: MucService, room: Room, ev: StanzaEvent, created: boole
   };
   // §7.2.3 order: the others' presence to the newcomer, the newcomer's to everyone (its own
   // self-presence last), then history, then the subject.
-  await sendOccupantsTo(svc, room, full, undefined);
+  await sendOccupantsTo(svc, room, full, undefined, room.config.whois === 'anyone' || occupant.role === 'moderator');
   room.occupants.set(occupant.key, occupant);
   svc.indexSession(room, full, occupant);
   await svc.broadcastPresence(room, occupant, { self: { codes: selfCodes }, others: {} });
@@ -160,9 +160,7 @@ async function join(svc: MucService, room: Room, ev: StanzaEvent, created: boole
 }
 
 /** The presence of every occupant (except `self`) to one session. */
-async function sendOccupantsTo(svc: MucService, room: Room, to: string, self: Occupant | undefined): Promise<void> {
-  const viewer = self ?? room.sessions.get(to);
-  const seesJids = room.config.whois === 'anyone' || viewer?.role === 'moderator';
+async function sendOccupantsTo(svc: MucService, room: Room, to: string, self: Occupant | undefined, seesJids: boolean): Promise<void> {
   const list: Element[] = [];
   for (const o of room.occupants.values()) {
     if (o === self) continue;

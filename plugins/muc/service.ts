@@ -3,6 +3,7 @@
 // the recipients' plugins (blocking, carbons, CSI) see it like any other stanza.
 import xml from '@xmpp/xml';
 import type { Element } from 'ltx';
+import { Jid, prepDomain } from '../../lib/jid.js';
 import type { PluginContext } from '../../lib/plugin/types.js';
 import type { ArchiveStore, Json, KeyValStore, MapStore } from '../../lib/storage/types.js';
 import { cloneStanza } from '../../lib/xml/stanza.js';
@@ -45,8 +46,13 @@ export class MucService {
   closing = false;
 
   constructor(readonly ctx: PluginContext<MucOptions>, readonly o: MucOptions) {
-    this.domain = o.domain.replace('{host}', ctx.host);
-    this.admins = new Set(o.admins);
+    // Prepared as the router prepares the domains it looks up; a bad value stops the boot.
+    this.domain = prepDomain(o.domain.replace('{host}', ctx.host));
+    this.admins = new Set(o.admins.map((a) => {
+      const j = Jid.tryParse(a);
+      if (!j || j.local === '' || j.resource !== '') throw new Error(`muc admins: ${a} is not a bare JID`);
+      return j.bare;
+    }));
     this.roomStore = ctx.store.map('muc_rooms');
     this.archive = ctx.store.archive('muc_archive');
     this.tombstones = ctx.store.map('muc_tombstones');

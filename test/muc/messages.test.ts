@@ -208,3 +208,25 @@ t.test('nick change: 303 then the new presence', async (t) => {
   alice.end();
   bob.end();
 });
+
+t.test('a broadcast that yields between batches keeps the order for everyone', async (t) => {
+  const own = await startMucServer('{ fanout_batch: 2, message_rate: 0 }');
+  t.teardown(() => own.close());
+  const room = `batched@${SERVICE}`;
+  const alice = await login(own, 'alice');
+  await createInstant(alice, room, 'Alice');
+  const others = [];
+  for (const u of ['bob', 'carol', 'dave']) {
+    const c = await login(own, u);
+    await join(c, room, u);
+    await subject(c, room);
+    others.push(c);
+  }
+  for (let i = 1; i <= 10; i++) alice.send(`<message to='${room}' type='groupchat'><body>b${i}</body></message>`);
+  for (const c of [alice, ...others]) {
+    const got: string[] = [];
+    for (let i = 1; i <= 10; i++) got.push((await c.next(groupchatBody(room))).getChildText('body')!);
+    t.same(got, Array.from({ length: 10 }, (_, i) => `b${i + 1}`));
+  }
+  for (const c of [alice, ...others]) c.end();
+});
