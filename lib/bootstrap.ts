@@ -7,8 +7,6 @@ import type { ScramHash } from './sasl/scram.js';
 import { openStorage } from './storage/index.js';
 import type { StorageDriver } from './storage/types.js';
 
-const HASHES: Record<string, ScramHash> = { 'SCRAM-SHA-1': 'SHA-1', 'SCRAM-SHA-256': 'SHA-256', 'SCRAM-SHA-512': 'SHA-512' };
-
 export interface CoreServices {
   storage: StorageDriver;
   accounts: Accounts;
@@ -26,8 +24,7 @@ export async function openCoreServices(core: CoreConfig): Promise<CoreServices> 
     const saslSecret = Buffer.from((await serverStore.get('server', 'sasl-secret'))!, 'base64');
     // Credentials are kept for every SCRAM family, so a mechanism disabled today can be enabled
     // later without a password reset.
-    const hashes = new Set<ScramHash>(['SHA-1', 'SHA-256']);
-    for (const m of core.auth.mechanisms) if (HASHES[m]) hashes.add(HASHES[m]);
+    const hashes = new Set<ScramHash>(['SHA-1', 'SHA-256', 'SHA-512']);
     const accounts = new Accounts(storage.map<AccountRecord>('accounts'), {
       iterations: core.auth.scram_iterations,
       hashes: [...hashes],

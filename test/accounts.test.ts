@@ -180,11 +180,11 @@ t.test('iterations and hashes follow the configuration', async (t) => {
   t.ok(rec.scram['SHA-256']!.iterations >= 5000);
   t.equal(Buffer.from(rec.scram['SHA-256']!.salt, 'base64').length, 16);
   const r = await scramLogin(accounts, 'SCRAM-SHA-1', 'juliet', 'pw');
-  t.same(r.result, { kind: 'failure', condition: 'not-authorized' }, 'no SHA-1 credential, so SHA-1 cannot log in');
+  t.match(r.result, { kind: 'failure', condition: 'invalid-mechanism', text: /no SCRAM-SHA-1 credentials yet: use SCRAM-SHA-256/ }, 'no SHA-1 credential, so SHA-1 fails clearly');
 
   const defaults = new Accounts(new MemoryMapStore<AccountRecord>(), { secret });
   await defaults.register('juliet', HOST, 'pw');
-  t.same(defaults.hashes, ['SHA-1', 'SHA-256'], 'SHA-1 and SHA-256 by default');
+  t.same(defaults.hashes, ['SHA-1', 'SHA-256', 'SHA-512'], 'SHA-1, SHA-256 and SHA-512 by default');
   t.ok(defaults.iterations >= 4096);
 
   t.throws(() => new Accounts(new MemoryMapStore<AccountRecord>(), { secret, iterations: 1000 }), RangeError, 'below 4096');

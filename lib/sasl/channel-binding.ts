@@ -4,8 +4,12 @@
 //   on TLS 1.2 it is safe only with the extended master secret, which Node cannot tell us.
 // - tls-server-end-point (RFC 5929): a hash of our certificate. It works on every TLS version and
 //   through TLS-terminating setups, and XEP-0440 makes it the one every client should know.
-// tls-unique is not offered: it is undefined on TLS 1.3 and unsafe on TLS 1.2 without the
-// extended master secret (the triple handshake attack).
+// tls-unique is never offered: it is undefined on TLS 1.3 and unsafe on TLS 1.2 without the
+// extended master secret (the triple handshake attack). It is still *accepted* when a client
+// insists on it: OpenSSL-based clients (Python's ssl, hence slixmpp) compute it from the first
+// Finished message even on TLS 1.3, as ejabberd and Prosody accept. Refusing it would make such
+// clients fall back to `y` and fail as a downgrade, i.e. not log in at all; accepting it still
+// binds the authentication to this TLS connection.
 import { createHash } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { ChannelBinding } from './index.js';
@@ -140,6 +144,14 @@ function serverEndPoint(socket: TLSSocket): Buffer | undefined {
 }
 
 /**
+ * RFC 5929 §3.1: the first Finished message of the latest handshake — the client's in a full
+ * handshake, the server's in a resumed one.
+ */
+function tlsUnique(socket: TLSSocket): Buffer | undefined {
+  return (socket.isSessionReused() ? socket.getFinished() : socket.getPeerFinished()) ?? undefined;
+}
+
+/**
  * The channel binding a TLS connection offers, among the wanted types (in their order), or
  * undefined when none is available. What is offered depends only on the TLS version and the
  * certificate, never on the user: a client that pins its mechanism (Conversations) sees the same
@@ -160,6 +172,7 @@ export function tlsChannelBinding(socket: TLSSocket, wanted: readonly ChannelBin
   return {
     types,
     data(type: string): Buffer | undefined {
+      if (type === 'tls-unique') return tlsUnique(socket);
       if (!(types as string[]).includes(type)) return undefined;
       if (type === 'tls-server-end-point') return endPoint;
       exporter ??= socket.exportKeyingMaterial(EXPORTER_LENGTH, EXPORTER_LABEL, Buffer.alloc(0));

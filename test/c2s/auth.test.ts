@@ -38,7 +38,7 @@ async function scramLogin(mechanism: string, user: string, password: string): Pr
 t.test('offered mechanisms after TLS', async (t) => {
   const { c, mechanisms } = await secured();
   c.destroy();
-  t.same(mechanisms.sort(), ['PLAIN', 'SCRAM-SHA-1', 'SCRAM-SHA-256']);
+  t.same(mechanisms.sort(), ['PLAIN', 'SCRAM-SHA-1', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-256-PLUS', 'SCRAM-SHA-512', 'SCRAM-SHA-512-PLUS']);
 });
 
 for (const mech of ['SCRAM-SHA-1', 'SCRAM-SHA-256']) {

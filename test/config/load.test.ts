@@ -51,7 +51,7 @@ t.test('an empty file is all defaults', async (t) => {
   t.same(config.core.hosts, ['localhost']);
   t.same(config.core.listen.map((l) => [l.port, l.module, l.tls]), [[5222, 'c2s', false], [5443, 'http', true]]);
   t.same(Object.keys(config.core.modules), ['disco', 'ping', 'version', 'time']);
-  t.same(config.core.auth.mechanisms, ['SCRAM-SHA-1', 'SCRAM-SHA-256', 'PLAIN']);
+  t.same(config.core.auth.mechanisms, ['SCRAM-SHA-512-PLUS', 'SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-512', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN']);
   t.equal(config.core.limits.c2s_idle_timeout, 10 * 60_000);
   const comments = parseConfig('# nothing but a comment\n', 'c.yml');
   t.same(comments.core, config.core);
@@ -166,7 +166,7 @@ t.test('bad values name the path and the line of the value', async (t) => {
     ['limits:\n  max_stanza_size: 20KiB\n  max_token_size: 64KiB\n', /^c\.yml:3:19: limits\.max_token_size: must not be larger than max_stanza_size$/],
     ['limits:\n  http_request_timeout: 5s\n', /^c\.yml:1:1: limits\.http_headers_timeout: must not be longer than http_request_timeout$/],
     ['auth:\n  scram_iterations: 1000\n', /^c\.yml:2:21: auth\.scram_iterations: expected integer of at least 4096, got 1000$/],
-    ['auth:\n  mechanisms: [SCRAM-SHA-1, DIGEST-MD5]\n', /^c\.yml:2:29: auth\.mechanisms\.1: expected one of SCRAM-SHA-1, SCRAM-SHA-256, PLAIN, got "DIGEST-MD5"$/],
+    ['auth:\n  mechanisms: [SCRAM-SHA-1, DIGEST-MD5]\n', /^c\.yml:2:29: auth\.mechanisms\.1: expected one of SCRAM-SHA-512-PLUS, SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS, SCRAM-SHA-512, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN, got "DIGEST-MD5"$/],
     ['auth:\n  mechanisms: []\n', /^c\.yml:2:15: auth\.mechanisms: expected at least 1 item/],
     ['hosts: []\n', /^c\.yml:1:8: hosts: expected at least 1 item\(s\), got 0$/],
     ['hosts: [localhost, LOCALHOST]\n', /^c\.yml:1:20: hosts\.1: duplicate of item 0/],

@@ -27,6 +27,8 @@ export interface TestServerOptions {
   log?: Logger;
   dataDir?: string;
   starttlsRequired?: boolean;
+  /** Extra lines of the `auth:` section, indented by two spaces. */
+  auth?: string;
 }
 
 export function testConfigText(dataDir: string, o: TestServerOptions = {}): string {
@@ -46,6 +48,7 @@ export function testConfigText(dataDir: string, o: TestServerOptions = {}): stri
     // Tests only need the minimum iteration count; it keeps logins fast.
     'auth:',
     '  scram_iterations: 4096',
+    o.auth ?? '',
     'modules:',
     o.modules ?? '  disco: {}\n  ping: {}\n  version: {}\n  time: {}',
     o.yaml ?? '',
