@@ -65,7 +65,7 @@ t.test('slixmpp joins, speaks and hears in a room', async (t) => {
   alice.send(`<message to='${room}' type='groupchat'><body>welcome</body></message>`);
   const { code, out } = await child;
   t.equal(code, 0, out);
-  t.match(out, 'JOINED participant occupants=2 history=0', 'both occupants' presence, no history (maxstanzas=0), subject');
+  t.match(out, 'JOINED participant occupants=2 history=0', 'the presence of both occupants, no history (maxstanzas=0), subject');
   t.match(out, 'GOT welcome FROM Alice');
   t.ok(await alice.next(presenceFrom(`${room}/Slix`, 'unavailable'), 10_000), 'slixmpp left when it disconnected');
   alice.end();
