@@ -30,7 +30,7 @@ export async function adminSet(svc: MucService, room: Room, req: IqRequest): Pro
   const list = items(req.payload);
   if (list.length === 0) throw new StanzaError('bad-request', 'no item to change');
   const changes = list.map((item) => check(svc, room, item, actorAffiliation, actor));
-  // §10.? an owner may not leave the room without owners.
+  // XEP-0045 (owner use cases): the last owner may not give up ownership: conflict.
   const affiliations = new Map(room.affiliations);
   for (const c of changes) if (c.kind === 'affiliation') setEntry(affiliations, c);
   if (![...affiliations.values()].some((e) => e.affiliation === 'owner') && room.owners().length > 0) {

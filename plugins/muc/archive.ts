@@ -105,7 +105,7 @@ function filters(payload: Element): ArchiveQuery {
       case 'before-id': if (value) q.before = value; break;
       case 'ids': if (values.length) q.ids = values; break;
       default:
-        // XEP-0313 §4.1.? an unknown field must be refused, not silently ignored.
+        // XEP-0313: a field the archive does not support is refused, not silently ignored.
         throw new StanzaError('bad-request', `unsupported field ${field.attrs.var ?? ''}`);
     }
   }

@@ -59,7 +59,7 @@ export default definePlugin<MucOptions>({
     }
 
     // When the plugin stops (shutdown, or a reload that changes its options) the rooms in
-    // memory go away: their occupants learn it with 332 (§7.? "system shutdown").
+    // memory go away: their occupants learn it with status 332 (removed because of a system shutdown).
     ctx.onClose(async () => {
       svc.closing = true;
       forwarder.close();

@@ -71,7 +71,7 @@ export async function handleRoomMessage(svc: MucService, room: Room, ev: StanzaE
   const x = childNs(stanza, 'x', NS_MUC_USER);
   if (x && childrenNs(x, 'invite', NS_MUC_USER).length > 0) return invite(svc, room, occupant, ev, x);
   if (x && childNs(x, 'decline', NS_MUC_USER)) return decline(svc, room, ev, childNs(x, 'decline', NS_MUC_USER)!);
-  // §7.? Voice requests and other room-addressed normal messages are not offered by this room.
+  // Voice requests (a data form to the room) and other room-addressed normal messages are not offered by this room.
   throw new StanzaError('feature-not-implemented', 'this room takes groupchat messages, invitations and declines');
 }
 

@@ -1,7 +1,7 @@
 // IQs to occupant JIDs. A ping from an occupant to its own occupant JID is answered by the room
 // (XEP-0410 self-ping: result while joined, not-acceptable otherwise). Other IQs between occupants
-// are forwarded to the target's real JID under the sender's occupant JID (XEP-0045 §7.? "IQ
-// forwarding"), with a fresh id so that the answer can be matched and sent back under the
+// are forwarded to the target's real JID under the sender's occupant JID (XEP-0045's IQ
+// forwarding between occupants), with a fresh id so that the answer can be matched and sent back under the
 // target's occupant JID; vCard requests go to the target's bare JID, where its server answers
 // them (XEP-0054 §3.3: vCards belong to accounts, not to sessions).
 import { randomBytes } from 'node:crypto';

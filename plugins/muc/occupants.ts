@@ -15,8 +15,8 @@ export interface Occupant {
   /** The real bare JID. */
   bare: string;
   /**
-   * Real full JIDs of the sessions joined under this nick (XEP-0045 §7.2.? multi-session: several
-   * resources of one account may share a nick), each with the last presence it sent; the last
+   * Real full JIDs of the sessions joined under this nick (XEP-0045 lets several resources of one
+   * account share a nick), each with the last presence it sent; the last
    * entry is the session whose presence the room shows.
    */
   sessions: Map<string, Element>;

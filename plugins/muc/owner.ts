@@ -88,7 +88,7 @@ async function announceChanges(svc: MucService, room: Room, a: RoomConfig, b: Ro
 }
 
 /**
- * Occupants who may no longer be there leave with 322 (§9.? room became members-only); roles
+ * Occupants who may no longer be there leave with 322 (the room became members-only); roles
  * follow affiliations that the form changed and the moderation setting.
  */
 async function applyAccessChanges(svc: MucService, room: Room, before: RoomConfig): Promise<void> {

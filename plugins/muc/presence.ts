@@ -38,7 +38,7 @@ export async function handlePresence(svc: MucService, room: Room, ev: StanzaEven
   const type = stanza.attrs.type;
   const occupant = room.sessions.get(from.full);
   if (type === 'error') {
-    // A delivery error from an occupant's server: the session is gone (a "ghost", §7.2.?);
+    // A delivery error from an occupant's server: the session is gone (a "ghost");
     // its presence is removed with 333 so the others know it did not leave on purpose.
     if (occupant && isDeliveryError(stanza)) await leave(svc, room, occupant, from.full, undefined, [333]);
     return;
@@ -89,7 +89,7 @@ async function create(svc: MucService, room: Room, ev: StanzaEvent): Promise<voi
   room.creator = bare;
   room.affiliations.set(bare, { affiliation: 'owner' });
   // Without the MUC element the client speaks the old groupchat protocol and cannot configure
-  // the room: it gets an instant room at once (§7.2.? / §10.1.1 backwards compatibility).
+  // the room: it gets an instant room at once (XEP-0045's groupchat 1.0 compatibility).
   room.locked = childNs(ev.stanza, 'x', NS_MUC) !== undefined;
   room.pending = false;
   await join(svc, room, ev, true);
@@ -101,7 +101,7 @@ async function join(svc: MucService, room: Room, ev: StanzaEvent, created: boole
   const { nick, modified } = nickOf(svc, ev.to.resource);
   const affiliation = svc.affiliationOf(room, bare);
   const rank = AFFILIATION_RANK[affiliation];
-  // §7.2.? a locked room does not exist yet for anyone but its owner.
+  // A locked room does not exist yet for anyone but its owner (item-not-found).
   if (room.locked && affiliation !== 'owner') throw new StanzaError('item-not-found', 'the room is being configured');
   if (affiliation === 'outcast') throw new StanzaError('forbidden', 'you are banned from this room');
   if (room.config.membersOnly && rank < AFFILIATION_RANK.member) {

@@ -235,7 +235,7 @@ export class MucService {
     }
   }
 
-  /** A temporary room disappears with its last occupant (§10.1.?; a locked room too). */
+  /** A temporary room disappears with its last occupant; so does a room still locked for configuration. */
   async dropIfUnused(room: Room): Promise<void> {
     if (room.empty && (!room.config.persistent || room.locked)) await this.forget(room, true);
   }
