@@ -17,6 +17,7 @@ import { s } from '../lib/config/schema.js';
 import { StanzaError } from '../lib/errors.js';
 import { definePlugin, type IqRequest } from '../lib/plugin/types.js';
 import { serialize } from '../lib/xml/serialize.js';
+import { KeyedLock } from '../lib/util/keyed-lock.js';
 
 export const NS_PRIVATE = 'jabber:iq:private';
 
@@ -28,22 +29,6 @@ export interface PrivateApi {
 
 export function isReserved(ns: string): boolean {
   return ns.startsWith('jabber:') || ns.startsWith('http://jabber.org/') || ns === 'vcard-temp';
-}
-
-/** Runs async sections one at a time per key, in call order. */
-class KeyedLock {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const result = (this.tails.get(key) ?? Promise.resolve()).then(fn);
-    const tail = result.then(() => undefined, () => undefined);
-    this.tails.set(key, tail);
-    // Only keys with work queued stay in the map, so it does not grow with the number of users.
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return result;
-  }
 }
 
 function elements(el: Element): Element[] {

@@ -26,6 +26,7 @@ import type { ClientSession } from '../../lib/session/types.js';
 import { cloneStanza, errorReply } from '../../lib/xml/stanza.js';
 import type { RosterApi, RosterItem } from '../roster/api.js';
 import { NS_BLOCKING, NS_BLOCKING_ERRORS, blockedBy, type BlockingApi } from './api.js';
+import { KeyedLock } from '../../lib/util/keyed-lock.js';
 import {
   NS_REASON_ABUSE_0, NS_REASON_SPAM_0, NS_REPORTING, NS_REPORTING_0, parseReport, reportValue, type Report,
 } from './reports.js';
@@ -62,22 +63,6 @@ function hasFrom(item: RosterItem): boolean {
 
 function hasTo(item: RosterItem): boolean {
   return item.subscription === 'to' || item.subscription === 'both';
-}
-
-/** Runs async sections one at a time per key, in call order. */
-class KeyedLock {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const result = (this.tails.get(key) ?? Promise.resolve()).then(fn);
-    const tail = result.then(() => undefined, () => undefined);
-    this.tails.set(key, tail);
-    // Only keys with work queued stay in the map, so it does not grow with the number of users.
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return result;
-  }
 }
 
 /** A parsed block or unblock command. */

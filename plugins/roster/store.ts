@@ -5,25 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Json, KeyValStore, MapStore } from '../../lib/storage/types.js';
 import type { ContactState, RosterItem, Subscription } from './api.js';
+import { KeyedLock } from '../../lib/util/keyed-lock.js';
 
 const SUBSCRIPTIONS: readonly string[] = ['none', 'to', 'from', 'both'];
-
-/** Runs async sections one at a time per key, in call order. */
-export class KeyedLock {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const result = prev.then(fn);
-    const tail = result.then(() => undefined, () => undefined);
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      // The map holds only keys with work queued, so it does not grow with the number of users.
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return result;
-  }
-}
 
 export class RosterStore {
   readonly lock = new KeyedLock();
