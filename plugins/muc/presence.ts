@@ -92,7 +92,13 @@ async function create(svc: MucService, room: Room, ev: StanzaEvent): Promise<voi
   // the room: it gets an instant room at once (XEP-0045's groupchat 1.0 compatibility).
   room.locked = childNs(ev.stanza, 'x', NS_MUC) !== undefined;
   room.pending = false;
-  await join(svc, room, ev, true);
+  try {
+    await join(svc, room, ev, true);
+  } catch (err) {
+    // A room whose creating join failed must not stay behind without occupants.
+    if (room.empty) await svc.forget(room, true);
+    throw err;
+  }
 }
 
 async function join(svc: MucService, room: Room, ev: StanzaEvent, created: boolean): Promise<void> {
