@@ -1,8 +1,10 @@
 // Account administration shared by the running server (through the admin socket) and by
 // parleyctl when no server runs: one implementation, two transports.
+import path from 'node:path';
 import { AccountError, type Accounts } from '../accounts.js';
 import { Jid, JidError } from '../jid.js';
 import type { StorageDriver } from '../storage/types.js';
+import { ImportError, formatSummary, importPiefxis, type ImportProgress } from './import.js';
 import { AdminCommandError, type AdminCommand } from './socket.js';
 
 export interface AdminDeps {
@@ -16,6 +18,8 @@ export interface AdminDeps {
   stats?(): string;
   reload?(): Promise<string>;
   stop?(): void;
+  /** Present when parleyctl runs the import itself: drives its progress bar. */
+  importProgress?(p: ImportProgress): void;
 }
 
 function expectArgs(args: string[], names: string[]): string[] {
@@ -76,6 +80,23 @@ export function createAdminCommands(deps: AdminDeps): Map<string, AdminCommand> 
     const [rawHost] = expectArgs(args, ['HOST']);
     const host = checkHost(deps, rawHost!);
     return (await deps.accounts.list(host)).join('\n');
+  });
+  commands.set('import', async (args) => {
+    const [file] = expectArgs(args, ['PATH']);
+    try {
+      // parleyctl sends an absolute path; a relative one is taken from this process's directory.
+      const summary = await importPiefxis(path.resolve(file!), {
+        accounts: deps.accounts,
+        storage: deps.storage,
+        hosts: deps.hosts,
+        onProgress: deps.importProgress,
+      });
+      return formatSummary(summary);
+    } catch (err) {
+      // A problem with the export is the administrator's to fix: reported as is, in one line.
+      if (err instanceof ImportError) throw new AdminCommandError(err.message);
+      throw err;
+    }
   });
   if (deps.status) {
     const status = deps.status;
