@@ -150,3 +150,21 @@ t.test('occupants learn when the service stops under them (332): a reload that c
   t.equal(info.getChild('query')!.getChild('identity')!.attrs.name, 'Renamed', 'the service runs on with its new options');
   alice.end();
 });
+
+t.test('ghosts: a delivery error removes the occupant (333); broadcast unavailable leaves rooms', async (t) => {
+  const alice = await login(srv, 'alice');
+  const bob = await login(srv, 'bob');
+  const carol = await login(srv, 'carol');
+  const room = `ghosts@${SERVICE}`;
+  await createInstant(alice, room, 'Alice');
+  await join(bob, room, 'Bob');
+  await join(carol, room, 'Carol');
+  bob.send(`<message type='error' to='${room}'><error type='cancel'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`);
+  t.ok(await nothing(alice, presenceFrom(`${room}/Bob`, 'unavailable'), 200), 'an error that is not about delivery changes nothing');
+  bob.send(`<message type='error' to='${room}'><error type='cancel'><recipient-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`);
+  const ghost = await alice.next(presenceFrom(`${room}/Bob`, 'unavailable'));
+  t.same(codes(ghost), [333]);
+  carol.send("<presence type='unavailable'/>");
+  t.ok(await alice.next(presenceFrom(`${room}/Carol`, 'unavailable')), 'unavailable broadcast presence ends the room presence');
+  for (const c of [alice, bob, carol]) c.end();
+});
