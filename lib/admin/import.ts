@@ -106,32 +106,46 @@ export async function importPiefxis(input: string, o: ImportOptions): Promise<Im
       existing.set(host, await accounts.getMany(host, [...new Set(batch.filter((u) => u.host === host).map((u) => u.name))]));
     }
     for (const [i, user] of batch.entries()) {
-      seenHosts.add(user.host);
-      const scram = derived[i] ?? user.scram;
-      const hasCredentials = Object.keys(scram).length > 0;
-      const before = existing.get(user.host)!.get(user.name);
-      if (before) {
-        // Credentials replace the old set whole: a family the export lacks must not keep
-        // accepting the previous password.
-        const record: AccountRecord = hasCredentials ? { ...before, scram } : before;
-        await accounts.set(user.host, user.name, record);
-        summary.updated++;
-      } else {
-        const record: AccountRecord = { scram, created: Date.now() };
-        if (await accounts.add(user.host, user.name, record)) {
-          summary.created++;
-          if (!hasCredentials) summary.withoutCredentials++;
-        } else {
-          // Registered meanwhile (a live server), or the same user twice in the export.
-          const now = (await accounts.get(user.host, user.name)) ?? record;
-          await accounts.set(user.host, user.name, hasCredentials ? { ...now, scram } : now);
-          summary.updated++;
-        }
-        existing.get(user.host)!.set(user.name, record);
+      try {
+        await store(user, derived[i], existing.get(user.host)!);
+      } catch (err) {
+        // The export was fine (pass 1), so this is the storage failing: say how far it got, so
+        // the administrator knows that running the import again is what completes it.
+        throw new Error(`${user.where}: storing ${user.name}@${user.host} failed after ${plural(summary.users, 'user')} were imported `
+          + `(running the import again completes it): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
-      summary.users++;
-      await importRoster(user, rosters, summary);
     }
+  };
+
+  /** Writes one user; `known` holds the host's accounts looked up for this batch (and updated here). */
+  const store = async (user: PieUser, fromPassword: Partial<Record<ScramHash, ScramCredential>> | undefined,
+    known: Map<string, AccountRecord>): Promise<void> => {
+    seenHosts.add(user.host);
+    const scram = fromPassword ?? user.scram;
+    const hasCredentials = Object.keys(scram).length > 0;
+    const before = known.get(user.name);
+    if (before) {
+      // Credentials replace the old set whole: a family the export lacks must not keep
+      // accepting the previous password.
+      const record: AccountRecord = hasCredentials ? { ...before, scram } : before;
+      await accounts.set(user.host, user.name, record);
+      known.set(user.name, record);
+      summary.updated++;
+    } else {
+      const record: AccountRecord = { scram, created: Date.now() };
+      if (await accounts.add(user.host, user.name, record)) {
+        summary.created++;
+        if (!hasCredentials) summary.withoutCredentials++;
+      } else {
+        // Registered meanwhile (a live server), or the same user twice in the export.
+        const current = (await accounts.get(user.host, user.name)) ?? record;
+        await accounts.set(user.host, user.name, hasCredentials ? { ...current, scram } : current);
+        summary.updated++;
+      }
+      known.set(user.name, record);
+    }
+    summary.users++;
+    await importRoster(user, rosters, summary);
   };
 
   let batch: PieUser[] = [];

@@ -13,20 +13,29 @@ import { storageContract } from '../helpers/storage-contract.js';
 const uri = process.env.MONGODB_URI;
 
 if (uri) {
-  // A database of its own per run, dropped at the end, so runs never see each other's data.
-  const database = `parley_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+  // Fresh databases per run, dropped at the end, so runs never see each other's data. The
+  // contract's subtests share owner names within a run (they were written for a fresh embedded
+  // file per subtest), so each driver it opens gets a database of its own as well.
+  const prefix = `parley_test_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
+  const databases: string[] = [];
+  const fresh = (): string => {
+    const name = `${prefix}_${databases.length + 1}`;
+    databases.push(name);
+    return name;
+  };
   t.teardown(async () => {
     const client = new MongoClient(uri, { serverSelectionTimeoutMS: 5000 });
     try {
       await client.connect();
-      await client.db(database).dropDatabase();
+      for (const name of databases) await client.db(name).dropDatabase();
     } finally {
       await client.close();
     }
   });
-  storageContract(t, 'mongodb', () => MongoDriver.open({ uri, database, serverSelectionTimeoutMS: 5000 }));
+  storageContract(t, 'mongodb', () => MongoDriver.open({ uri, database: fresh(), serverSelectionTimeoutMS: 5000 }));
 
   t.test('mongodb: creates its indexes, owner first, with TTL on expiresAt', async (t) => {
+    const database = fresh();
     const d = await MongoDriver.open({ uri, database, serverSelectionTimeoutMS: 5000 });
     t.teardown(() => d.close());
     const client = new MongoClient(uri);
