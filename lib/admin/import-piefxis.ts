@@ -43,6 +43,12 @@ const READ_CHUNK = 256 * 1024;
 const MECHANISMS: Record<string, ScramHash> = { 'SCRAM-SHA-1': 'SHA-1', 'SCRAM-SHA-256': 'SHA-256', 'SCRAM-SHA-512': 'SHA-512' };
 const SUBSCRIPTIONS = new Set(['none', 'to', 'from', 'both']);
 
+/** An attribute value as quoted in a message: control characters escaped, long values cut. */
+function shown(value: string): string {
+  const cut = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+  return cut.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** A problem with the input: the whole import stops, and nothing is written (see import.ts). */
 export class ImportError extends Error {
   constructor(message: string) {
@@ -263,7 +269,7 @@ async function* readFile(file: string, ctx: Context, walk: Walk): AsyncGenerator
     const jid = tag.attributes.jid?.value;
     if (!jid) fail("<host> has no 'jid' attribute");
     const parsed = Jid.tryParse(jid);
-    if (!parsed || !parsed.isDomain) fail(`<host jid='${jid}'> is not a domain`);
+    if (!parsed || !parsed.isDomain) fail(`<host jid='${shown(jid!)}'> is not a domain`);
     if (!hosts.includes(parsed!.domain)) {
       fail(`host '${parsed!.domain}' is not served here (hosts: ${hosts.join(', ')}); add it to hosts: in the config first`);
     }
@@ -278,7 +284,7 @@ async function* readFile(file: string, ctx: Context, walk: Walk): AsyncGenerator
     try {
       name = Jid.of(raw!, host!).local;
     } catch (err) {
-      fail(`<user name='${raw}'>: not a valid username (${(err as Error).message})`);
+      fail(`<user name='${shown(raw!)}'>: not a valid username (${(err as Error).message})`);
     }
     const user: PieUser = { host: host!, name: name!, where: at(), scram: {}, pendingIn: [] };
     const password = tag.attributes.password?.value;
@@ -290,9 +296,9 @@ async function* readFile(file: string, ctx: Context, walk: Walk): AsyncGenerator
         try {
           prepared = saslprep(password);
         } catch (err) {
-          fail(`<user name='${raw}'>: the password is not allowed by SASLprep (${(err as Error).message})`);
+          fail(`<user name='${shown(raw!)}'>: the password is not allowed by SASLprep (${(err as Error).message})`);
         }
-        if (prepared! === '') fail(`<user name='${raw}'>: the password is empty after SASLprep`);
+        if (prepared! === '') fail(`<user name='${shown(raw!)}'>: the password is empty after SASLprep`);
         user.password = password;
       }
     }
@@ -471,13 +477,13 @@ function validPrefix(chunk: Buffer): string {
 /** The file an include names: relative, and inside the directory of the import. */
 async function resolveInclude(href: string, where: string, from: string, walk: Walk): Promise<string> {
   if (/^[a-z][a-z0-9+.-]*:/i.test(href) || path.isAbsolute(href)) {
-    throw new ImportError(`${where}: <include href='${href}'>: only relative paths are followed`);
+    throw new ImportError(`${where}: <include href='${shown(href)}'>: only relative paths are followed`);
   }
   let decoded: string;
   try {
     decoded = decodeURIComponent(href);
   } catch {
-    throw new ImportError(`${where}: <include href='${href}'>: malformed URI`);
+    throw new ImportError(`${where}: <include href='${shown(href)}'>: malformed URI`);
   }
   const target = path.resolve(path.dirname(from), decoded);
   const outside = (p: string, base: string): boolean => {
@@ -486,14 +492,14 @@ async function resolveInclude(href: string, where: string, from: string, walk: W
   };
   // Checked on the name first, then on the real path: a symbolic link may not lead out either.
   const escape = (): never => {
-    throw new ImportError(`${where}: <include href='${href}'> leaves the directory of the import`);
+    throw new ImportError(`${where}: <include href='${shown(href)}'> leaves the directory of the import`);
   };
   if (outside(target, walk.base)) escape();
   let real: string;
   try {
     real = await realpath(target);
   } catch {
-    throw new ImportError(`${where}: <include href='${href}'>: ${target} does not exist`);
+    throw new ImportError(`${where}: <include href='${shown(href)}'>: ${target} does not exist`);
   }
   if (outside(real, walk.realBase)) escape();
   return target;
@@ -502,7 +508,7 @@ async function resolveInclude(href: string, where: string, from: string, walk: W
 /** `<user name='x'>`: the start tag with the attribute that identifies it, if any. */
 function describe(tag: SaxesTagNS): string {
   const key = tag.attributes.name ?? tag.attributes.jid ?? tag.attributes.href;
-  return key ? `<${tag.name} ${key.name}='${key.value}'>` : `<${tag.name}>`;
+  return key ? `<${tag.name} ${key.name}='${shown(key.value)}'>` : `<${tag.name}>`;
 }
 
 function toElement(tag: SaxesTagNS): Element {
