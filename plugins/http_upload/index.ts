@@ -22,9 +22,6 @@ import { enrichMessage, sharedUrl } from './enrich.js';
 import { uploadHttpHandler } from './http.js';
 import { loadSecret, NS_UPLOAD, UploadService, type FileValue, type SlotValue } from './service.js';
 
-/** Temporary files older than this at startup were left by a crash. */
-const TMP_MAX_AGE_MS = 86_400_000;
-
 /** The `http_upload` service other plugins use: `ctx.use<HttpUploadApi>('http_upload')`. */
 export interface HttpUploadApi {
   readonly domain: string;
@@ -77,6 +74,8 @@ const options = s.object({
   cleanup_interval: s.duration({ default: '1h', min: '100ms', max: '24d', doc: 'how often expired files are looked for' }),
   quota_daily: s.size({ default: '1GiB', doc: 'bytes of slots a user may request per UTC day; 0 = no limit' }),
   quota_total: s.size({ default: '5GiB', doc: 'bytes of unexpired files a user may keep; 0 = no limit' }),
+  max_filename_length: s.int({ default: 200, min: 16, max: 1024, doc: 'longest file name kept, in UTF-8 bytes (longer names are cut, keeping the extension)' }),
+  stale_temp_after: s.duration({ default: '1d', min: '1m', doc: 'temporary files this old when the plugin starts were left by a crash and are deleted' }),
   thumbnail_size: s.int({ default: 64, min: 8, max: 512, doc: 'longest side of image thumbnails in pixels (PNG, sent inside messages)' }),
   image_max_pixels: s.int({ default: 50_000_000, min: 1, doc: 'images with more pixels get no thumbnail (decompression bombs)' }),
   enrich_messages: s.bool({ default: true, doc: 'add XEP-0447 file sharing (metadata, hash, thumbnail) to messages that share one of our URLs' }),
@@ -128,6 +127,7 @@ export default definePlugin({
       expireAfter: o.expire_after,
       quotaDaily: o.quota_daily,
       quotaTotal: o.quota_total,
+      maxNameBytes: o.max_filename_length,
       thumbnails: { size: o.thumbnail_size, maxPixels: o.image_max_pixels },
     }, ctx.log);
 
@@ -208,7 +208,7 @@ export default definePlugin({
     // Leftovers of a crash, then what expired while the server was down; not awaited, so a
     // large directory does not hold up the boot.
     void (async () => {
-      const swept = await blobs.sweep(TMP_MAX_AGE_MS);
+      const swept = await blobs.sweep(o.stale_temp_after);
       if (swept.tmp || swept.orphans) ctx.log.info('upload directory swept', swept);
       if (!closed) await housekeeping();
     })().catch((err: unknown) => {

@@ -57,6 +57,8 @@ export interface UploadLimits {
   /** 0: no limit. */
   quotaDaily: number;
   quotaTotal: number;
+  /** Longest file name kept, in UTF-8 bytes. */
+  maxNameBytes: number;
   thumbnails: ThumbnailOptions;
 }
 
@@ -169,7 +171,7 @@ export class UploadService {
       }
     }
     const id = newSlotId();
-    const slot: SlotValue = { user, name: sanitizeFilename(filename), size, type, expires: now + this.limits.slotLifetime };
+    const slot: SlotValue = { user, name: sanitizeFilename(filename, this.limits.maxNameBytes), size, type, expires: now + this.limits.slotLifetime };
     try {
       await this.stores.slots.set(this.host, id, slot, { ttlMs: this.limits.slotLifetime });
     } catch (err) {

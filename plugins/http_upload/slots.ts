@@ -38,30 +38,34 @@ export function verifyToken(key: Buffer, f: TokenFields, token: string): boolean
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
-/** The longest file name kept, in UTF-8 bytes (the common file-system limit). */
-const MAX_NAME_BYTES = 200;
-
 /**
  * Makes a client's file name safe to show in URLs and Content-Disposition: the last path
- * component only, no control or reserved characters, no leading dots, at most MAX_NAME_BYTES
- * (keeping the extension, which clients use to pick a viewer). It is never used as a path:
+ * component only, no control or reserved characters, no leading dots, at most `maxBytes` of
+ * UTF-8 (keeping the extension, which clients use to pick a viewer). It is never used as a path:
  * blobs are named by their hash.
  */
-export function sanitizeFilename(raw: string): string {
+export function sanitizeFilename(raw: string, maxBytes: number): string {
   let name = raw.normalize('NFC');
   name = name.slice(Math.max(name.lastIndexOf('/'), name.lastIndexOf('\\')) + 1);
   // Controls (C0, DEL, C1), bidi overrides (they make 'gpj.exe' read as 'exe.jpg') and the
   // characters Windows reserves.
   name = name.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069<>:"|?*]/g, '_');
   name = name.trim().replace(/^\.+/, '').trim();
-  if (Buffer.byteLength(name) > MAX_NAME_BYTES) {
+  if (Buffer.byteLength(name) > maxBytes) {
     const dot = name.lastIndexOf('.');
-    const ext = dot > 0 && name.length - dot <= 16 ? name.slice(dot) : '';
-    let stem = name.slice(0, name.length - ext.length);
-    while (Buffer.byteLength(stem + ext) > MAX_NAME_BYTES) stem = Array.from(stem).slice(0, -1).join('');
-    name = stem + ext;
+    let ext = dot > 0 && name.length - dot <= 16 ? name.slice(dot) : '';
+    if (Buffer.byteLength(ext) > maxBytes / 2) ext = '';
+    // Whole code points only, in one pass: names can be as long as a stanza allows.
+    let stem = '';
+    let bytes = Buffer.byteLength(ext);
+    for (const ch of name.slice(0, name.length - ext.length)) {
+      bytes += Buffer.byteLength(ch);
+      if (bytes > maxBytes) break;
+      stem += ch;
+    }
+    name = stem.trim() + ext;
   }
-  return name === '' ? 'file' : name;
+  return name === '' || name.startsWith('.') ? `file${name}` : name;
 }
 
 // RFC 9110 §8.3.1 media-type = type "/" subtype parameters; tokens only, so no header injection.
