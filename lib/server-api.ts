@@ -16,6 +16,8 @@ export interface ServerApi {
   readonly storage: StorageDriver;
   readonly log: Logger;
   readonly startedAt: number;
+  /** The server's data directory (absolute): plugins keep their files below it. */
+  readonly dataDir: string;
   /** A domain served here: a configured host or a service domain registered by a plugin. */
   isLocal(domain: string): boolean;
   host(name: string): HostContext | undefined;

@@ -81,6 +81,10 @@ export class Server implements ServerApi {
     return this.currentConfig;
   }
 
+  get dataDir(): string {
+    return this.config.core.data_dir;
+  }
+
   get hosts(): readonly string[] {
     return this.config.core.hosts;
   }

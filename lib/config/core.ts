@@ -35,7 +35,7 @@ const limits = s.object({
   c2s_max_auth_failures: s.int({ default: 5, min: 1, max: 100, doc: 'failed SASL attempts on one stream before it is closed' }),
   http_max_header_size: s.size({ default: '16KiB', min: '1KiB', doc: 'largest HTTP request head' }),
   http_max_body_size: s.size({ default: '1MiB', doc: 'largest HTTP request body, unless a handler sets its own (uploads do)' }),
-  http_request_timeout: timer('30s', 'time to receive a whole HTTP request; 0 = no limit'),
+  http_request_timeout: timer('10m', 'time to receive a whole HTTP request (uploads included: a large file over a slow mobile link takes minutes); 0 = no limit'),
   http_headers_timeout: timer('10s', 'time to receive the HTTP request head', '1s'),
   http_keepalive_timeout: timer('5s', 'idle time before a kept-alive HTTP connection is closed; 0 = no keep-alive'),
 }, {

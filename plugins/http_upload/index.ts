@@ -67,7 +67,7 @@ const options = s.object({
     pattern: /^\/(?:[A-Za-z0-9._~{}-]+\/)*$/,
     doc: 'path prefix on the HTTP listener, per host',
   }),
-  dir: s.string({ default: 'data/upload', minLength: 1, doc: 'where files are stored, one subdirectory per host (relative to the working directory)' }),
+  dir: s.string({ default: 'upload', minLength: 1, doc: 'where files are stored, one subdirectory per host (relative to data_dir)' }),
   max_size: s.size({ default: '100MiB', min: 1, doc: 'largest file (announced as max-file-size)' }),
   slot_lifetime: s.duration({ default: '5m', min: '1s', doc: 'how long a slot\'s PUT URL stays valid (XEP-0363 suggests about a minute)' }),
   expire_after: s.duration({ default: '30d', doc: 'files are deleted this long after their upload; 0 keeps them' }),
@@ -111,7 +111,7 @@ export default definePlugin({
     const baseUrl = new URL(withHost(o.base_url, host)).href;
     const httpPath = new URL(withHost(o.http_path, host), 'http://localhost').pathname;
     if (host === '.' || host === '..' || /[/\\]/.test(host)) throw new Error(`host name '${host}' cannot name a directory`);
-    const dir = path.resolve(o.dir, host);
+    const dir = path.resolve(ctx.server.dataDir, o.dir, host);
 
     const blobs = new BlobStore(dir, ctx.store.map<BlobRecord>('upload_blobs'), host, ctx.log);
     await blobs.init();
