@@ -23,16 +23,20 @@ function checkPart(part: string, what: string): void {
   if (byteLength(part) > MAX_PART_BYTES) throw new JidError(`${what} longer than ${MAX_PART_BYTES} bytes`);
 }
 
+// Printable ASCII is unchanged by every Unicode normalisation form: the common case skips them.
+// (JID preparation runs on every address of every stanza: it shows in profiles.)
+const PRINTABLE_ASCII = /^[\x21-\x7e]*$/;
+
 export function prepLocal(local: string): string {
   // UsernameCaseMapped: width mapping (NFKC for fullwidth forms), case fold, NFC.
-  const out = local.normalize('NFKC').toLowerCase().normalize('NFC');
+  const out = PRINTABLE_ASCII.test(local) ? local.toLowerCase() : local.normalize('NFKC').toLowerCase().normalize('NFC');
   checkPart(out, 'localpart');
   if (LOCAL_FORBIDDEN.test(out)) throw new JidError('forbidden character in localpart');
   return out;
 }
 
 export function prepDomain(domain: string): string {
-  let out = domain.normalize('NFKC').toLowerCase().normalize('NFC');
+  let out = PRINTABLE_ASCII.test(domain) ? domain.toLowerCase() : domain.normalize('NFKC').toLowerCase().normalize('NFC');
   if (out.endsWith('.')) out = out.slice(0, -1); // RFC 7622 §3.2: strip one trailing dot
   checkPart(out, 'domainpart');
   if (DOMAIN_FORBIDDEN.test(out)) throw new JidError('forbidden character in domainpart');
@@ -46,7 +50,9 @@ export function prepDomain(domain: string): string {
 
 export function prepResource(resource: string): string {
   // OpaqueString: map non-ASCII spaces to U+0020, NFC; case preserved.
-  const out = resource.replace(/[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]/g, ' ').normalize('NFC');
+  const out = PRINTABLE_ASCII.test(resource)
+    ? resource
+    : resource.replace(/[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]/g, ' ').normalize('NFC');
   checkPart(out, 'resourcepart');
   if (RESOURCE_FORBIDDEN.test(out)) throw new JidError('forbidden character in resourcepart');
   return out;

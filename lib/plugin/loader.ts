@@ -2,7 +2,7 @@
 // schema (errors carry the config file position), checks requires/optional, orders by
 // dependency and runs setup. A failing setup undoes what that plugin registered and stops boot.
 import { BootError } from '../errors.js';
-import { validate, type Path, type ParseContext } from '../config/schema.js';
+import { ConfigError, validate, type Path, type ParseContext } from '../config/schema.js';
 import type { HostContext, LoadedPlugin } from './host.js';
 import type { PluginDefinition } from './types.js';
 import { createPluginContext, type ContextDeps } from './context.js';
@@ -90,6 +90,10 @@ export async function prepareHostPlugins(
     const mod = enabled.get(name)!;
     // `ping:` with no value in YAML means "enabled with defaults".
     const raw = mod.raw === null ? undefined : mod.raw;
+    if (!def.options && raw !== undefined && (typeof raw !== 'object' || Object.keys(raw as object).length > 0)) {
+      // A module without options must not silently accept (and ignore) misspelt ones.
+      throw new ConfigError(mod.path, `module '${name}' takes no options`, parse.locate(mod.path));
+    }
     options.set(name, def.options ? validate(def.options, raw ?? {}, mod.path, parse) : raw);
   }
   dependencyOrder(defs); // reports cycles now rather than halfway through loading

@@ -63,6 +63,8 @@ t.test('boot errors name the problem and the place', async (t) => {
     { code: 'CONFIG_INVALID', message: /parley\.yml:\d+:\d+: modules\.hello\.greeting/ });
   await t.rejects(startTestServer({ plugins: [hello], modules: '  disco: {}\n  hello:\n    grreting: x' }),
     { code: 'CONFIG_INVALID', message: /grreting/ });
+  await t.rejects(startTestServer({ modules: '  disco: {}\n  ping:\n    bogus: 1' }),
+    { code: 'CONFIG_INVALID', message: /parley\.yml:\d+:\d+: modules\.ping: module 'ping' takes no options/ });
   const a = definePlugin({ name: 'cyc_a', requires: ['cyc_b'], setup() {} });
   const b = definePlugin({ name: 'cyc_b', requires: ['cyc_a'], setup() {} });
   await t.rejects(startTestServer({ plugins: [a, b], modules: '  cyc_a: {}\n  cyc_b: {}' }), { code: 'PLUGIN_CYCLE' });
