@@ -33,34 +33,58 @@ function redact(fields: LogFields): LogFields {
   return out;
 }
 
-export function createLogger(options: LoggerOptions = {}, base: LogFields = {}): Logger {
-  const min = LEVELS[options.level ?? 'info'];
-  const write = options.write ?? ((line: string) => process.stderr.write(line + '\n'));
-  const tty = options.isTTY ?? Boolean(process.stderr.isTTY);
-  const pretty = options.format === 'pretty' || (options.format !== 'json' && tty);
+interface LogSink {
+  min: number;
+  pretty: boolean;
+  write: (line: string) => void;
+}
 
-  const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
-    if (LEVELS[level] < min) return;
-    const all = redact({ ...base, ...fields });
-    if (pretty) {
+// A class rather than closures: every session has a child logger, and methods on the prototype
+// keep each one to a few fields (memory per idle session matters at scale).
+class StructuredLogger implements Logger {
+  constructor(private readonly sink: LogSink, private readonly base: LogFields) {}
+
+  private emit(level: LogLevel, msg: string, fields?: LogFields): void {
+    if (LEVELS[level] < this.sink.min) return;
+    const all = redact(fields ? { ...this.base, ...fields } : this.base);
+    if (this.sink.pretty) {
       const time = new Date().toISOString().slice(11, 23);
       const extra = Object.entries(all)
         .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
         .join(' ');
-      write(`${time} ${level.toUpperCase().padEnd(5)} ${msg}${extra ? '  ' + extra : ''}`);
+      this.sink.write(`${time} ${level.toUpperCase().padEnd(5)} ${msg}${extra ? '  ' + extra : ''}`);
     } else {
-      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }));
+      this.sink.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }));
     }
-  };
+  }
 
-  return {
-    debug: (m, f) => emit('debug', m, f),
-    info: (m, f) => emit('info', m, f),
-    warn: (m, f) => emit('warn', m, f),
-    error: (m, f) => emit('error', m, f),
-    child: (fields) => createLogger(options, { ...base, ...fields }),
-    enabled: (level) => LEVELS[level] >= min,
-  };
+  debug(msg: string, fields?: LogFields): void {
+    this.emit('debug', msg, fields);
+  }
+  info(msg: string, fields?: LogFields): void {
+    this.emit('info', msg, fields);
+  }
+  warn(msg: string, fields?: LogFields): void {
+    this.emit('warn', msg, fields);
+  }
+  error(msg: string, fields?: LogFields): void {
+    this.emit('error', msg, fields);
+  }
+  child(fields: LogFields): Logger {
+    return new StructuredLogger(this.sink, { ...this.base, ...fields });
+  }
+  enabled(level: LogLevel): boolean {
+    return LEVELS[level] >= this.sink.min;
+  }
+}
+
+export function createLogger(options: LoggerOptions = {}, base: LogFields = {}): Logger {
+  const tty = options.isTTY ?? Boolean(process.stderr.isTTY);
+  return new StructuredLogger({
+    min: LEVELS[options.level ?? 'info'],
+    pretty: options.format === 'pretty' || (options.format !== 'json' && tty),
+    write: options.write ?? ((line: string) => process.stderr.write(line + '\n')),
+  }, base);
 }
 
 /** Discards everything; for tests and tools that must stay quiet. */
