@@ -25,4 +25,5 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['muc', mod(() => import('./muc/index.js'))],
   ['http_upload', mod(() => import('./http_upload/index.js'))],
   ['host_meta', mod(() => import('./host_meta.js'))],
+  ['pep', mod(() => import('./pep/index.js'))],
 ]);
