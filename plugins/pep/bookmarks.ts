@@ -219,6 +219,8 @@ export function setupBookmarksConversion(ctx: PluginContext<PepOptions>, svc: Pe
     await guarded(owner, 'private', () => legacyChanged(owner, fromLegacy(storage), 'private'));
   });
 
+  // Checked at every login, not once per account: private storage may be written behind this
+  // plugin's back (an XEP-0227 import while the server runs).
   ctx.hook('resource-bind', async ({ session }: { session: ClientSession }) => {
     const owner = session.jid?.bare;
     if (!owner || !privateApi()) return;
