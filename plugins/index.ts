@@ -26,4 +26,7 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['http_upload', mod(() => import('./http_upload/index.js'))],
   ['host_meta', mod(() => import('./host_meta.js'))],
   ['pep', mod(() => import('./pep/index.js'))],
+  ['phone', mod(() => import('./phone/index.js'))],
+  ['register', mod(() => import('./register/index.js'))],
+  ['contacts', mod(() => import('./contacts/index.js'))],
 ]);
