@@ -62,7 +62,7 @@ export default definePlugin({
     const o = ctx.options;
     const pins = await PinStore.open(ctx.store.map<Json>('phone_pins'), ctx.store.map<string>('phone_secrets'), ctx.host,
       o.pin_lifetime, o.pin_attempts);
-    const sms = createSmsSender(o.sms, ctx.host, ctx.log);
+    const sms = createSmsSender(o.sms, ctx.host, ctx.log, ctx.server.dataDir);
     ctx.onClose(() => sms.close());
     const svc = new PhoneService({
       ctx,

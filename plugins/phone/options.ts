@@ -90,7 +90,7 @@ export const phoneOptions = s.object({
     log_file: s.string({
       default: 'sms.log',
       minLength: 1,
-      doc: 'without smtp: every SMS is logged and appended to this file (relative to ./data)',
+      doc: 'without smtp: every SMS is logged and appended to this file (relative to data_dir)',
     }),
   }),
 });

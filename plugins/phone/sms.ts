@@ -29,13 +29,13 @@ export function smsText(t: SmsTemplates, pin: string, host: string, language: st
   return t.appHash ? `${text}\n${t.appHash}` : text;
 }
 
-export function createSmsSender(o: PhoneOptions['sms'], host: string, log: Logger): SmsSender {
+export function createSmsSender(o: PhoneOptions['sms'], host: string, log: Logger, dataDir: string): SmsSender {
   const fill = (template: string, number: string) =>
     template.replace(/\{(number|digits|host)\}/g, (_m, name: string) =>
       (name === 'number' ? number : name === 'digits' ? number.slice(1) : host));
   const smtp = o.smtp;
   if (!smtp) {
-    const file = path.resolve(process.cwd(), 'data', o.log_file);
+    const file = path.resolve(dataDir, o.log_file);
     log.warn('no SMTP gateway configured: SMS are written to the log and to a file instead', { file });
     return {
       async send(number, text) {

@@ -24,10 +24,8 @@ interface StreamState {
 
 const PIN = /^\d{6}$/;
 
-/** The client's address, where the session keeps one (c2s does, as remoteAddress). */
 function addressOf(session: ClientSession): string | undefined {
-  const a = (session as unknown as { remoteAddress?: unknown }).remoteAddress;
-  return typeof a === 'string' && a !== '' ? a : undefined;
+  return session.remoteAddress || undefined;
 }
 
 function waitText(ms: number): string {
