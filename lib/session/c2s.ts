@@ -94,7 +94,7 @@ export class C2SSession implements ClientSession {
   /** Set by the SASL callbacks: the current failure was a guess or a refusal, and is delayed. */
   private penalized = false;
   /** The client's address, for throttling; taken from the TCP socket before any TLS wrapping. */
-  private readonly remoteAddress: string | undefined;
+  readonly remoteAddress: string | undefined;
   private readonly queue: Element[] = [];
   private processing = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
