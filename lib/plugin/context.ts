@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import type { HttpRouter } from '../net/http.js';
 import type { ServerApi } from '../server-api.js';
 import type { HostContext } from './host.js';
-import type { IqHandler, IqTarget, PluginContext, PluginDefinition } from './types.js';
+import type { IqHandler, IqOptions, IqTarget, PluginContext, PluginDefinition } from './types.js';
 
 export interface ContextDeps {
   server: ServerApi;
@@ -39,7 +39,7 @@ export function createPluginContext<O>(
   };
 
   const registerIq = (type: 'get' | 'set') =>
-    (xmlns: string, name: string, handler: IqHandler, opts: { to?: readonly IqTarget[] } = {}): void => {
+    (xmlns: string, name: string, handler: IqHandler, opts: IqOptions = {}): void => {
       for (const target of opts.to ?? ['host']) {
         const wrapped = async (req: Parameters<IqHandler>[0]): Promise<IqAnswer> => {
           try {
@@ -52,7 +52,7 @@ export function createPluginContext<O>(
             throw new StanzaError('internal-server-error');
           }
         };
-        track(host.hooks.on(iqEvent(type, target, xmlns, name), wrapped, 0, def.name));
+        track(host.hooks.on(iqEvent(type, target, xmlns, name), wrapped, opts.priority ?? 0, def.name));
       }
     };
 

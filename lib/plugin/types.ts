@@ -32,6 +32,13 @@ export interface PluginDefinition<O = unknown> {
 
 export type IqTarget = 'host' | 'bare' | 'full';
 
+export interface IqOptions {
+  /** Which addresses the handler serves (default: the host). */
+  to?: readonly IqTarget[];
+  /** Hook priority: a higher one answers first (default 0). */
+  priority?: number;
+}
+
 export interface IqRequest {
   stanza: Element;
   /** The IQ's child element. */
@@ -96,8 +103,8 @@ export interface PluginContext<O = unknown> {
   /** Runs handlers until one returns a value, and returns it. */
   run<R = unknown>(event: string, arg: unknown): Promise<R | undefined>;
   iq: {
-    get(xmlns: string, name: string, handler: IqHandler, opts?: { to?: readonly IqTarget[] }): void;
-    set(xmlns: string, name: string, handler: IqHandler, opts?: { to?: readonly IqTarget[] }): void;
+    get(xmlns: string, name: string, handler: IqHandler, opts?: IqOptions): void;
+    set(xmlns: string, name: string, handler: IqHandler, opts?: IqOptions): void;
   };
   /** A disco#info feature on the host (default) or on every account's bare JID. */
   feature(ns: string, where?: 'host' | 'account'): void;
