@@ -18,7 +18,8 @@
 //
 // Queries go through query.ts (shared with any other archive, such as MUC rooms'); results are
 // written to the querying session itself (it is the session's own answer) through its outgoing
-// filters, so they arrive before the IQ result that ends the query.
+// filters, so they arrive before the IQ result that ends the query. After each answer the plugin
+// emits `mam/queried` (MamQueriedEvent): the offline plugin drops what the client has now read.
 import { parse, type Element } from 'ltx';
 import { StanzaError } from '../../lib/errors.js';
 import type { Jid } from '../../lib/jid.js';

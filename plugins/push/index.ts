@@ -43,6 +43,8 @@ const NS_DATA = 'jabber:x:data';
 const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 const NS_HINTS = 'urn:xmpp:hints';
 const NS_SID = 'urn:xmpp:sid:0';
+const NS_CARBONS = 'urn:xmpp:carbons:2';
+const NS_FORWARD = 'urn:xmpp:forward:0';
 
 /** session.data key: the registration (store key) the session enabled. */
 const SESSION_KEY = 'push';
@@ -118,18 +120,34 @@ function bodyOf(stanza: Element): string | undefined {
   return body === undefined || body.trim() === '' ? undefined : body;
 }
 
-/** A message the user is meant to see: a body or an encrypted payload (Prosody's "important" push). */
-function important(stanza: Element): boolean {
-  return bodyOf(stanza) !== undefined || children(stanza).some((c) => ENCRYPTED.has(c.ns));
+/**
+ * The message a notification is about: the stanza itself, or for a received carbon (queued for a
+ * hibernated session) the message it carries, as Prosody reads it. A sent carbon is the user's
+ * own message: about nothing to notify.
+ */
+function subjectOf(stanza: Element): Element | undefined {
+  if (stanza.name !== 'message') return undefined;
+  const carbon = children(stanza).find((c) => c.ns === NS_CARBONS && (c.el.name === 'received' || c.el.name === 'sent'));
+  if (!carbon) return stanza;
+  if (carbon.el.name === 'sent') return undefined;
+  return carbon.el.getChild('forwarded', NS_FORWARD)?.getChild('message') ?? undefined;
+}
+
+/**
+ * A message the user is meant to see: a body or an encrypted payload (Prosody's "important"
+ * push, which app servers show as an alert). Room traffic wakes the device without an alert.
+ */
+function important(message: Element): boolean {
+  if (message.attrs.type === 'groupchat') return false;
+  return bodyOf(message) !== undefined || children(message).some((c) => ENCRYPTED.has(c.ns));
 }
 
 /** Worth waking a device for: a message with content, or a call being proposed. */
-function pushable(stanza: Element): boolean {
-  if (stanza.name !== 'message') return false;
-  const type = stanza.attrs.type ?? 'normal';
+function pushable(message: Element): boolean {
+  const type = message.attrs.type ?? 'normal';
   if (type === 'error' || type === 'headline') return false;
-  if (important(stanza)) return true;
-  return children(stanza).some((c) => NS_JINGLE_MESSAGE.includes(c.ns) && c.el.name === 'propose');
+  if (bodyOf(message) !== undefined || important(message)) return true;
+  return children(message).some((c) => NS_JINGLE_MESSAGE.includes(c.ns) && c.el.name === 'propose');
 }
 
 /**
@@ -240,16 +258,16 @@ export default definePlugin({
     const summaryField = (name: string, value: string, type?: string): Element =>
       xml('field', type ? { var: name, type } : { var: name }, xml('value', {}, value));
 
-    const notification = (stanza: Element, count: number): Element => {
+    const notification = (message: Element, count: number): Element => {
       const n = xml('notification', { xmlns: NS_PUSH });
       if (!o.include_summary) return n;
       const form = xml('x', { xmlns: NS_DATA, type: 'submit' },
         summaryField('FORM_TYPE', NS_PUSH_SUMMARY, 'hidden'),
         summaryField('message-count', String(count)));
-      if (o.include_sender && stanza.attrs.from) form.append(summaryField('last-message-sender', stanza.attrs.from));
-      const body = bodyOf(stanza);
+      if (o.include_sender && message.attrs.from) form.append(summaryField('last-message-sender', message.attrs.from));
+      const body = bodyOf(message);
       if (o.include_body && body !== undefined) form.append(summaryField('last-message-body', body));
-      else if (o.placeholder_body !== '' && important(stanza)) form.append(summaryField('last-message-body', o.placeholder_body));
+      else if (o.placeholder_body !== '' && important(message)) form.append(summaryField('last-message-body', o.placeholder_body));
       n.append(form);
       return n;
     };
@@ -275,8 +293,8 @@ export default definePlugin({
       }
     });
 
-    const publish = (owner: string, key: string, reg: Registration, stanza: Element, count: number): void => {
-      const item = xml('item', {}, notification(stanza, count));
+    const publish = (owner: string, key: string, reg: Registration, message: Element, count: number): void => {
+      const item = xml('item', {}, notification(message, count));
       const pubsub = xml('pubsub', { xmlns: NS_PUBSUB }, xml('publish', reg.node ? { node: reg.node } : {}, item));
       // XEP-0357: the options given at enable time (such as the app server's secret) go with each publish.
       if (reg.form) pubsub.append(xml('publish-options', {}, parse(reg.form)));
@@ -288,7 +306,8 @@ export default definePlugin({
 
     const api: PushApi = {
       async notify(user, stanza, session) {
-        if (notified.has(stanza) || !pushable(stanza)) return 0;
+        const message = subjectOf(stanza);
+        if (notified.has(stanza) || !message || !pushable(message)) return 0;
         if (!session) {
           const key = identity(stanza);
           const back = handedBack.get(user);
@@ -308,7 +327,7 @@ export default definePlugin({
         if (entries.length === 0) return 0;
         notified.add(stanza);
         const count = o.include_summary ? await counts.increment(user, 'messages', 1, { ttlMs: o.count_expiry }) : 0;
-        for (const [key, reg] of entries) publish(user, key, reg, stanza, count);
+        for (const [key, reg] of entries) publish(user, key, reg, message, count);
         return entries.length;
       },
     };

@@ -290,6 +290,21 @@ t.test('the push service notifies a hibernated session\'s own registration', asy
   const all = await push.notify(bare(b), parse(`<message from='x@localhost/r' type='chat'><body>spooled</body></message>`));
   t.equal(all, 2, 'without a session: every registration');
   for (let i = 0; i < 2; i++) answer(capp, await nextPublish(capp));
+
+  // Carbons queued for the session: a received one is about the message it carries; a sent one
+  // is the user's own message. Room messages wake the device without an alert.
+  const carbon = (dir: string) => parse(`<message from='${bare(b)}' to='${bare(b)}/phone' type='chat'><${dir} xmlns='urn:xmpp:carbons:2'>`
+    + `<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='x@localhost/r' to='${bare(b)}/tablet' type='chat'>`
+    + `<body>carried</body></message></forwarded></${dir}></message>`);
+  t.equal(await push.notify(bare(b), carbon('sent'), session), 0, 'nothing for a sent carbon');
+  t.equal(await push.notify(bare(b), carbon('received'), session), 1);
+  const fromCarbon = await nextPublish(capp);
+  t.equal(fromCarbon.fields.get('last-message-body'), 'New message', 'a received carbon is about its message');
+  answer(capp, fromCarbon);
+  t.equal(await push.notify(bare(b), parse(`<message from='room@conference.localhost/n' type='groupchat'><body>hi all</body></message>`), session), 1);
+  const fromRoom = await nextPublish(capp);
+  t.notOk(fromRoom.fields.has('last-message-body'), 'room traffic: no alert');
+  answer(capp, fromRoom);
   phone.end();
   tablet.end();
   capp.end();
