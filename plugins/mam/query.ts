@@ -237,7 +237,10 @@ async function run<V extends Json>(archive: MamArchive<V>, q: MamQuery): Promise
   }
   const page = await store.query(owner, query);
   const out: MamPage<V> = { items: page.items, complete: page.complete, count: await store.count(owner, base) };
-  if (page.items.length > 0) out.index = await store.count(owner, { ...base, before: page.items[0]!.id });
+  // The index is given for pages taken forwards only. slixmpp (and Poezio's history on it) stops
+  // paging backwards as soon as index + page size reaches the count, which a page taken from the
+  // end always does; Prosody gives no index at all, so clients cope without it.
+  if (page.items.length > 0 && !reverse) out.index = await store.count(owner, { ...base, before: page.items[0]!.id });
   return out;
 }
 

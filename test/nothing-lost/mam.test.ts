@@ -206,6 +206,8 @@ t.test('paging forward and backward over 100 messages gives each once, in order'
   let before = '';
   for (let i = 0; ; i++) {
     const page = await mam(cb, { max: 15, before });
+    t.equal(page.index, undefined, 'no index on a page taken backwards (slixmpp would stop paging)');
+    t.equal(page.count, 100);
     backward.unshift(page.results.map((r) => r.body!));
     if (page.complete) break;
     before = page.first!;
