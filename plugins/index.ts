@@ -31,4 +31,6 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['phone', mod(() => import('./phone/index.js'))],
   ['register', mod(() => import('./register/index.js'))],
   ['contacts', mod(() => import('./contacts/index.js'))],
+  ['smacks', mod(() => import('./smacks.js'))],
+  ['offline', mod(() => import('./offline/index.js'))],
 ]);

@@ -1,6 +1,20 @@
 // A client-to-server stream (RFC 6120): STARTTLS, SASL, resource binding, then stanzas.
 // The session processes its stanzas one at a time; while a handler waits for I/O the socket is
 // paused, so a fast sender cannot make the server buffer without bound (backpressure).
+//
+// Stream management (XEP-0198) lives here because it is about every stanza written: send() counts
+// and queues each one (whoever writes it: the router, a CSI flush, a carbon), the drain loop
+// counts each stanza handled, and `<r/>`/`<a/>` are answered here. The smacks plugin decides the
+// policy (`<enable/>`, `<resume/>`, limits) and calls enableStreamManagement() and resume().
+// A resumable session whose connection is lost *hibernates*: it stays registered and available,
+// stanzas for it are queued, and a new stream may take it over (resume) until the window ends.
+// Then, or when a stream ends for good, what the client never acknowledged is handed back: to
+// the delivery callback given with the stanza, or else to the `delivery/failure` hook.
+//
+// Events emitted here besides the routing ones: `session/hibernated`, `session/hibernated-stanza`
+// (a stanza queued while hibernating, e.g. for push), `session/resumed`, `delivery/failure` (run,
+// per unacknowledged stanza without a callback) and `session/closed` (always, once, at the very
+// end, also for sessions that never bound or were replaced).
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -18,11 +32,14 @@ import { tlsChannelBinding, type ChannelBindingType } from '../sasl/channel-bind
 import { describeWait, type AuthThrottle, type Refusal, type ThrottleSettings } from '../auth/throttle.js';
 import type { Accounts } from '../accounts.js';
 import { StreamParser, type StreamHeader, type XmlLimits } from '../xml/stream-parser.js';
-import { NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAM, NS_TLS } from '../xml/ns.js';
-import { errorReply, iqResult, stanzaKind } from '../xml/stanza.js';
+import { NS_BIND, NS_CLIENT, NS_DELAY, NS_SASL, NS_SESSION, NS_STREAM, NS_TLS } from '../xml/ns.js';
+import { cloneStanza, errorReply, iqResult, stanzaKind } from '../xml/stanza.js';
 import { serialize } from '../xml/serialize.js';
 import type { SessionRegistry } from './registry.js';
-import type { ClientSession, SessionStats } from './types.js';
+import { NS_SM, StreamManagementState, parseCount, type UnackedStanza } from './smacks.js';
+import type {
+  ClientSession, DeliveryCallback, DeliveryFailureEvent, SessionStats, StreamManagementConfig, StreamManagementInfo,
+} from './types.js';
 
 /** XEP-0440: the channel binding types offered, as a stream feature. */
 const NS_SASL_CB = 'urn:xmpp:sasl-cb:0';
@@ -62,7 +79,12 @@ export interface C2SDeps {
   hostFor(domain: string): HostContext | undefined;
 }
 
-type State = 'header' | 'features' | 'bound' | 'closed';
+type State = 'header' | 'features' | 'bound' | 'hibernated' | 'closed';
+
+/** Where the parser's events go; a resumed session takes over another stream's parser. */
+interface ParserSink {
+  session: C2SSession;
+}
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -80,7 +102,10 @@ export class C2SSession implements ClientSession {
   readonly data = new Map<string, unknown>();
 
   private socket: Socket;
-  private readonly parser: StreamParser;
+  private parser: StreamParser;
+  private sink: ParserSink;
+  /** The listeners attach() put on the socket, so that exactly those can be taken off again. */
+  private socketListeners: { data: (chunk: Buffer) => void; error: (err: Error) => void; close: () => void } | undefined;
   private state: State = 'header';
   private headerSent = false;
   private hostCtx: HostContext | undefined;
@@ -94,14 +119,27 @@ export class C2SSession implements ClientSession {
   /** Set by the SASL callbacks: the current failure was a guess or a refusal, and is delayed. */
   private penalized = false;
   /** The client's address, for throttling; taken from the TCP socket before any TLS wrapping. */
-  readonly remoteAddress: string | undefined;
+  remoteAddress: string | undefined;
   private readonly queue: Element[] = [];
   private processing = false;
+  /** Resolved when the drain loop stops (resume waits for the old stream's last stanza). */
+  private idleWaiters: Array<() => void> = [];
   private handshakeTimer: NodeJS.Timeout | undefined;
   private sentInitialPresence = false;
   private readonly connectedAt = Date.now();
   private stanzasIn = 0;
   private stanzasOut = 0;
+
+  // Stream management (XEP-0198).
+  private sm: StreamManagementState | undefined;
+  private smConfig: StreamManagementConfig | undefined;
+  /** An `<r/>` was sent and its `<a/>` has not come yet; one request is outstanding at a time. */
+  private awaitingAck = false;
+  private requestTimer: NodeJS.Timeout | undefined;
+  private ackTimer: NodeJS.Timeout | undefined;
+  private hibernateTimer: NodeJS.Timeout | undefined;
+  /** Callbacks of stanzas an outgoing filter took (e.g. CSI holding them) until they are sent. */
+  private readonly heldOutcomes = new Map<Element, DeliveryCallback>();
 
   constructor(socket: Socket, private readonly deps: C2SDeps, private readonly options: C2SOptions) {
     this.id = `c2s-${(++sessionCounter).toString(36)}-${randomBytes(3).toString('hex')}`;
@@ -109,58 +147,168 @@ export class C2SSession implements ClientSession {
     this.socket = socket;
     this.secure = options.directTls;
     this.remoteAddress = socket.remoteAddress ?? (socket as Socket & { _parent?: Socket })._parent?.remoteAddress;
+    const sink: ParserSink = { session: this };
+    this.sink = sink;
     this.parser = new StreamParser({
-      streamStart: (h) => this.onStreamStart(h),
-      stanza: (el) => this.enqueue(el),
-      streamEnd: () => this.close(),
-      error: (err) => this.close(err),
+      streamStart: (h) => sink.session.onStreamStart(h),
+      stanza: (el) => sink.session.enqueue(el),
+      streamEnd: () => sink.session.close(),
+      error: (err) => sink.session.close(err),
     }, options.xmlLimits);
     this.attach(socket);
     this.handshakeTimer = setTimeout(() => {
-      if (this.state !== 'bound') this.close(new StreamError('connection-timeout', 'stream negotiation took too long'));
+      if (this.state !== 'bound' && this.state !== 'closed') {
+        this.close(new StreamError('connection-timeout', 'stream negotiation took too long'));
+      }
     }, options.handshakeTimeoutMs);
     this.handshakeTimer.unref();
     this.log.debug('connected', { remote: socket.remoteAddress });
   }
 
+  get account(): string | undefined {
+    return this.user === undefined ? undefined : `${this.user}@${this.host}`;
+  }
+
+  get hibernating(): boolean {
+    return this.state === 'hibernated';
+  }
+
+  get streamManagement(): StreamManagementInfo | undefined {
+    const sm = this.sm;
+    const config = this.smConfig;
+    if (!sm || !config) return undefined;
+    return {
+      id: config.id, resumeTimeoutMs: config.resumeTimeoutMs, handled: sm.handled, unacked: sm.unacked, maxUnacked: config.maxUnacked,
+    };
+  }
+
   // ---------- socket plumbing ----------
 
   private attach(socket: Socket): void {
-    socket.on('data', (chunk: Buffer) => this.parser.write(chunk));
-    socket.on('error', (err) => this.log.debug('socket error', { err: err.message }));
-    socket.on('close', () => this.cleanup());
+    const listeners = {
+      data: (chunk: Buffer) => this.parser.write(chunk),
+      error: (err: Error) => this.log.debug('socket error', { err: err.message }),
+      close: () => this.onSocketClose(socket),
+    };
+    this.socketListeners = listeners;
+    socket.on('data', listeners.data);
+    socket.on('error', listeners.error);
+    socket.on('close', listeners.close);
     if (this.options.idleTimeoutMs > 0) {
-      socket.setTimeout(this.options.idleTimeoutMs, () => this.close(new StreamError('connection-timeout')));
+      socket.setTimeout(this.options.idleTimeoutMs, () => {
+        if (this.socket === socket) this.connectionLost(new StreamError('connection-timeout'));
+      });
     }
+  }
+
+  /** Takes this session's listeners off its socket (STARTTLS, or a resumed session moving on). */
+  private detach(socket: Socket): void {
+    const listeners = this.socketListeners;
+    if (listeners) {
+      socket.off('data', listeners.data);
+      socket.off('error', listeners.error);
+      socket.off('close', listeners.close);
+    }
+    this.socketListeners = undefined;
+    socket.setTimeout(0);
+    socket.removeAllListeners('timeout');
+  }
+
+  private onSocketClose(socket: Socket): void {
+    // A socket this session has already left (resumed elsewhere), or already gave up on
+    // (hibernating since), does not concern it.
+    if (socket !== this.socket || this.state === 'hibernated') return;
+    if (this.resumable()) this.hibernate();
+    else this.cleanup();
+  }
+
+  private resumable(): boolean {
+    return this.state === 'bound' && this.sm !== undefined && (this.smConfig?.resumeTimeoutMs ?? 0) > 0;
+  }
+
+  /**
+   * The connection is taken for dead (silent too long, an `<r/>` unanswered, too slow to read):
+   * a resumable session drops the socket and hibernates, any other is closed.
+   */
+  private connectionLost(error: StreamError): void {
+    if (this.resumable()) {
+      this.log.info('connection lost, waiting for resumption', { reason: error.text ?? error.condition });
+      this.socket.destroy();
+      this.hibernate();
+      return;
+    }
+    this.close(error);
   }
 
   private write(data: string): void {
-    if (this.state === 'closed' || this.socket.destroyed) return;
+    if (this.state === 'closed' || this.state === 'hibernated' || this.socket.destroyed) return;
     this.socket.write(data);
     if (this.socket.writableLength > this.options.sendQueueBytes) {
       this.log.warn('client too slow, closing', { queued: this.socket.writableLength });
-      this.state = 'closed';
-      this.socket.destroy();
+      if (this.resumable()) {
+        this.socket.destroy();
+        this.hibernate();
+      } else {
+        this.state = 'closed';
+        this.socket.destroy();
+        this.cleanup();
+      }
     }
   }
 
-  deliver(stanza: Element): void {
+  deliver(stanza: Element, onOutcome?: DeliveryCallback): void {
     const filters = this.hostCtx?.outgoingFilters.values();
-    if (filters) {
+    if (filters && this.state !== 'closed') {
       for (const filter of filters) {
         try {
-          if (filter(this, stanza)) return;
+          if (filter(this, stanza)) {
+            // Held (or dropped) by a filter: the callback waits for the stanza to come through
+            // send(); one that never does is told 'failed' when the session ends.
+            if (onOutcome) this.heldOutcomes.set(stanza, onOutcome);
+            return;
+          }
         } catch (err) {
           this.log.error('outgoing filter failed', { err });
         }
       }
     }
-    this.send(stanza);
+    this.send(stanza, onOutcome);
   }
 
-  send(stanza: Element): void {
+  send(stanza: Element, onOutcome?: DeliveryCallback): void {
+    let callback = onOutcome;
+    if (!callback && this.heldOutcomes.size > 0) {
+      callback = this.heldOutcomes.get(stanza);
+      if (callback) this.heldOutcomes.delete(stanza);
+    }
+    if (this.state === 'closed') {
+      if (callback) queueMicrotask(() => tell(callback, 'failed', this.log));
+      return;
+    }
     this.stanzasOut++;
+    const sm = this.sm;
+    if (!sm) {
+      this.write(serialize(stanza));
+      if (callback) tell(callback, 'written', this.log);
+      return;
+    }
+    const unacked = sm.push({ stanza, sentAt: Date.now(), onOutcome: callback });
+    if (unacked > this.smConfig!.maxUnacked) {
+      // The client does not acknowledge what it gets: holding more would grow without bound.
+      this.log.warn('too many unacknowledged stanzas', { unacked });
+      this.close(new StreamError('resource-constraint', 'too many unacknowledged stanzas'));
+      return;
+    }
+    if (this.state === 'hibernated') {
+      const host = this.hostCtx;
+      if (host) {
+        void host.hooks.emit('session/hibernated-stanza', { session: this, stanza })
+          .catch((err: unknown) => this.log.error('hibernated-stanza hooks failed', { err }));
+      }
+      return;
+    }
     this.write(serialize(stanza));
+    this.afterCountedSend();
   }
 
   stats(): SessionStats {
@@ -170,11 +318,195 @@ export class C2SSession implements ClientSession {
       stanzasOut: this.stanzasOut,
       queued: this.queue.length,
       sendBuffer: this.socket.writableLength,
+      unacked: this.sm?.unacked ?? 0,
     };
   }
 
   sendElement(el: Element): void {
     this.write(serialize(el));
+  }
+
+  // ---------- stream management (XEP-0198) ----------
+
+  enableStreamManagement(config: StreamManagementConfig): void {
+    if (this.sm) throw new Error('stream management is already enabled');
+    this.sm = new StreamManagementState();
+    this.smConfig = { ...config };
+  }
+
+  /** After each counted stanza written: ask for an ack by count, or arm the delayed request. */
+  private afterCountedSend(): void {
+    const sm = this.sm!;
+    const config = this.smConfig!;
+    sm.sinceRequest++;
+    if (this.awaitingAck) return;
+    if (sm.sinceRequest >= config.requestEvery) {
+      this.requestAck();
+    } else if (!this.requestTimer && config.requestDelayMs > 0) {
+      this.requestTimer = setTimeout(() => {
+        this.requestTimer = undefined;
+        this.requestAck();
+      }, config.requestDelayMs);
+      this.requestTimer.unref();
+    }
+  }
+
+  private requestAck(): void {
+    clearTimeout(this.requestTimer);
+    this.requestTimer = undefined;
+    const sm = this.sm;
+    if (!sm || this.state !== 'bound' || sm.unacked === 0 || this.awaitingAck) return;
+    this.awaitingAck = true;
+    sm.sinceRequest = 0;
+    this.write(`<r xmlns='${NS_SM}'/>`);
+    const timeout = this.smConfig!.ackTimeoutMs;
+    if (timeout > 0) {
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = undefined;
+        this.connectionLost(new StreamError('connection-timeout', 'no acknowledgement from the client'));
+      }, timeout);
+      this.ackTimer.unref();
+    }
+  }
+
+  private stopSmTimers(): void {
+    clearTimeout(this.requestTimer);
+    clearTimeout(this.ackTimer);
+    this.requestTimer = undefined;
+    this.ackTimer = undefined;
+    this.awaitingAck = false;
+  }
+
+  /** `<r/>` and `<a/>` of an enabled session. */
+  private handleSmElement(el: Element): void {
+    const sm = this.sm!;
+    if (el.name === 'r') {
+      this.write(`<a xmlns='${NS_SM}' h='${sm.handled}'/>`);
+      return;
+    }
+    if (el.name !== 'a') throw new StreamError('unsupported-stanza-type', `unexpected stream management element ${el.name}`);
+    const h = parseCount(el.attrs.h);
+    if (h === undefined) throw new StreamError('bad-format', "<a/> needs an 'h' from 0 to 4294967295");
+    this.applyAck(h);
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    this.awaitingAck = false;
+    // What was sent while the request was out is covered by the next one.
+    if (sm.sinceRequest >= this.smConfig!.requestEvery) this.requestAck();
+    else if (sm.sinceRequest > 0 && sm.unacked > 0 && !this.requestTimer && this.smConfig!.requestDelayMs > 0) {
+      this.requestTimer = setTimeout(() => {
+        this.requestTimer = undefined;
+        this.requestAck();
+      }, this.smConfig!.requestDelayMs);
+      this.requestTimer.unref();
+    }
+  }
+
+  /** Removes what `h` covers from the queue and tells their callbacks; throws when `h` is too high. */
+  private applyAck(h: number): void {
+    for (const entry of this.sm!.ack(h)) {
+      if (entry.onOutcome) tell(entry.onOutcome, 'acked', this.log);
+    }
+  }
+
+  private hibernate(): void {
+    if (this.state === 'hibernated' || this.state === 'closed') return;
+    this.state = 'hibernated';
+    this.stopSmTimers();
+    const timeout = this.smConfig!.resumeTimeoutMs;
+    this.log.info('hibernating', { jid: this.jid?.full, unacked: this.sm!.unacked, timeoutMs: timeout });
+    this.hibernateTimer = setTimeout(() => {
+      this.hibernateTimer = undefined;
+      if (this.state !== 'hibernated') return;
+      this.log.info('resumption window ended', { jid: this.jid?.full });
+      this.cleanup();
+    }, timeout);
+    this.hibernateTimer.unref();
+    void this.hostCtx?.hooks.emit('session/hibernated', { session: this })
+      .catch((err: unknown) => this.log.error('hibernated hooks failed', { err }));
+  }
+
+  /** Resolves once no stanza of this session is being processed. */
+  private whenIdle(): Promise<void> {
+    if (!this.processing) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  async resume(from: ClientSession, h: number): Promise<boolean> {
+    if (!(from instanceof C2SSession) || from === this || from.state === 'closed') return false;
+    if (!this.sm || (this.state !== 'bound' && this.state !== 'hibernated')) return false;
+    // Stop reading the old connection (the server may not have noticed it is gone), then let the
+    // stanza being processed finish, so that `h` counts exactly what was handled.
+    if (this.state === 'bound') {
+      const old = this.socket;
+      this.detach(old);
+      old.destroy();
+      this.state = 'hibernated';
+      this.stopSmTimers();
+    }
+    clearTimeout(this.hibernateTimer);
+    this.hibernateTimer = undefined;
+    await this.whenIdle();
+    // Either side may have ended while the last stanza was processed (kicked, replaced, the
+    // new connection dropped); a session still waiting then gets its window back.
+    const now = this.state as State;
+    if (now !== 'hibernated' || (from.state as State) === 'closed') {
+      if (now === 'hibernated') this.hibernateAgain();
+      return false;
+    }
+    this.adopt(from);
+    this.state = 'bound';
+    this.log.info('resumed', { jid: this.jid?.full, h });
+    try {
+      this.applyAck(h);
+    } catch (err) {
+      if (err instanceof StreamError) {
+        this.close(err);
+        return true;
+      }
+      throw err;
+    }
+    this.write(`<resumed xmlns='${NS_SM}' h='${this.sm.handled}' previd='${xmlEscape(this.smConfig!.id ?? '')}'/>`);
+    // Everything not acknowledged goes out again, marked with when it was first sent.
+    const pending = this.sm.pending();
+    for (const entry of pending) this.write(serialize(resent(entry, this.host)));
+    if (pending.length > 0) this.requestAck();
+    await this.hostCtx!.hooks.emit('session/resumed', { session: this });
+    this.kick();
+    return true;
+  }
+
+  /** Restarts the resumption window after a resume attempt that did not go through. */
+  private hibernateAgain(): void {
+    this.state = 'bound';
+    this.hibernate();
+  }
+
+  /** Takes over the connection and parser of another session's stream (resumption). */
+  private adopt(other: C2SSession): void {
+    const socket = other.socket;
+    other.detach(socket);
+    clearTimeout(other.handshakeTimer);
+    // From here the other session owns nothing: it never bound, so it leaves no trace.
+    other.state = 'closed';
+    other.cleanupDone = true;
+    other.sink.session = this;
+    this.sink = other.sink;
+    this.parser = other.parser;
+    this.socket = socket;
+    this.secure = other.secure;
+    this.remoteAddress = other.remoteAddress;
+    this.headerSent = true;
+    // Stanzas the client pipelined behind <resume/> are this session's now, in order.
+    this.queue.push(...other.queue.splice(0));
+    this.attach(socket);
+  }
+
+  /** Starts processing queued stanzas, or lets the socket flow again when there are none. */
+  private kick(): void {
+    if (this.processing) return;
+    if (this.queue.length > 0) void this.drain();
+    else if (this.state === 'bound' && this.socket.isPaused()) this.socket.resume();
   }
 
   // ---------- stream lifecycle ----------
@@ -282,40 +614,83 @@ export class C2SSession implements ClientSession {
 
   close(error?: StreamError): void {
     if (this.state === 'closed') return;
+    const connected = this.state !== 'hibernated';
     if (error) {
-      if (!this.headerSent) this.sendHeader(undefined, this.host || 'localhost');
       this.log.info('stream error', { condition: error.condition, text: error.text });
-      this.sendElement(error.toElement());
+      if (connected) {
+        if (!this.headerSent) this.sendHeader(undefined, this.host || 'localhost');
+        this.sendElement(error.toElement());
+      }
     }
-    if (this.headerSent) this.write('</stream:stream>');
+    if (connected && this.headerSent) this.write('</stream:stream>');
     this.state = 'closed';
-    this.socket.end();
-    // A client that never closes its side must not hold the socket forever.
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    if (connected) {
+      const socket = this.socket;
+      socket.end();
+      // A client that never closes its side must not hold the socket forever.
+      setTimeout(() => socket.destroy(), 2000).unref();
+    }
     this.cleanup();
   }
 
   private cleanupDone = false;
+  /**
+   * The end of the session, once: it leaves the registry, what the client never acknowledged is
+   * handed back (delivery callbacks, then `delivery/failure`), unavailable presence goes out and
+   * the unbind and closed events run.
+   */
   private cleanup(): void {
     if (this.cleanupDone) return;
     this.cleanupDone = true;
     this.state = 'closed';
     clearTimeout(this.handshakeTimer);
+    clearTimeout(this.hibernateTimer);
+    this.hibernateTimer = undefined;
+    this.stopSmTimers();
     this.queue.length = 0;
-    if (this.jid && this.deps.sessions.remove(this)) {
-      const host = this.hostCtx!;
-      const wasAvailable = this.available;
-      this.available = false;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+    const unacked = this.sm ? this.sm.takeAll() : [];
+    const held = [...this.heldOutcomes.values()];
+    this.heldOutcomes.clear();
+    const registered = this.jid !== undefined && this.deps.sessions.remove(this);
+    const host = this.hostCtx;
+    const wasAvailable = this.available;
+    if (registered) this.available = false;
+    if (host) {
       void (async () => {
-        if (wasAvailable) {
-          const unavailable = xml('presence', { type: 'unavailable', from: this.jid!.full });
-          this.presence = unavailable;
-          await host.hooks.emit('presence/broadcast', { stanza: unavailable, from: this.jid!, to: this.jid!.toBare(), session: this });
+        // Taken out of the registry first, so that what is handed back is not routed here again.
+        await this.failUnacked(host, unacked);
+        for (const callback of held) tell(callback, 'failed', this.log);
+        if (registered) {
+          if (wasAvailable) {
+            const unavailable = xml('presence', { type: 'unavailable', from: this.jid!.full });
+            this.presence = unavailable;
+            await host.hooks.emit('presence/broadcast', { stanza: unavailable, from: this.jid!, to: this.jid!.toBare(), session: this });
+          }
+          await host.hooks.emit('resource-unbind', { session: this });
         }
-        await host.hooks.emit('resource-unbind', { session: this });
+        await host.hooks.emit('session/closed', { session: this });
       })().catch((err: unknown) => this.log.error('unbind hooks failed', { err }));
     }
     this.log.debug('closed');
+  }
+
+  /**
+   * Unacknowledged stanzas of a session that ends: a stanza sent with a delivery callback goes
+   * back to its sender through it; the others are offered to `delivery/failure` (the smacks
+   * plugin sends messages to another resource or to offline storage, XEP-0198 §4).
+   */
+  private async failUnacked(host: HostContext, unacked: UnackedStanza[]): Promise<void> {
+    if (unacked.length === 0) return;
+    this.log.info('session ended with unacknowledged stanzas', { jid: this.jid?.full, unacked: unacked.length });
+    for (const entry of unacked) {
+      if (entry.onOutcome) {
+        tell(entry.onOutcome, 'failed', this.log);
+        continue;
+      }
+      const ev: DeliveryFailureEvent = { session: this, stanza: entry.stanza, sentAt: entry.sentAt };
+      await host.hooks.run('delivery/failure', ev);
+    }
   }
 
   // ---------- serial processing ----------
@@ -337,6 +712,9 @@ export class C2SSession implements ClientSession {
       const el = this.queue.shift()!;
       try {
         await this.handle(el);
+        // XEP-0198 §4: a stanza counts as handled once it has been processed (routed, answered
+        // or refused); `<r/>` is answered in stream order, so its `h` covers everything before.
+        if (this.sm && stanzaKind(el)) this.sm.countHandled();
       } catch (err) {
         if (err instanceof StreamError) this.close(err);
         else {
@@ -346,7 +724,8 @@ export class C2SSession implements ClientSession {
       }
     }
     this.processing = false;
-    if (this.state !== 'closed' && this.socket.isPaused()) this.socket.resume();
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+    if (this.state === 'bound' && this.socket.isPaused()) this.socket.resume();
   }
 
   private async handle(el: Element): Promise<void> {
@@ -359,13 +738,17 @@ export class C2SSession implements ClientSession {
     }
     if (ns === NS_SASL) return this.handleSasl(el);
     const kind = stanzaKind(el);
+    // Acks of an enabled session are counting mechanics, answered here; the rest of the
+    // protocol (<enable/>, <resume/>) is the smacks plugin's.
+    if (!kind && ns === NS_SM && this.sm && (el.name === 'r' || el.name === 'a')) return this.handleSmElement(el);
     const handler = this.hostCtx!.elementHandlers.get(this.hostCtx!.elementKey(ns ?? NS_CLIENT, el.name));
     if (!kind) {
       if (handler && this.user) return handler(this, el);
       throw new StreamError('unsupported-stanza-type', `unexpected element ${el.name}`);
     }
     if (!this.user) return this.handleUnauthenticated(el);
-    if (this.state !== 'bound') return this.handleBind(el);
+    // A hibernating session still processes what its client sent before the connection dropped.
+    if (this.state !== 'bound' && this.state !== 'hibernated') return this.handleBind(el);
     return this.handleStanza(el);
   }
 
@@ -378,18 +761,18 @@ export class C2SSession implements ClientSession {
     }
     this.sendElement(xml('proceed', { xmlns: NS_TLS }));
     const raw = this.socket;
-    raw.removeAllListeners('data');
-    raw.removeAllListeners('close');
-    raw.removeAllListeners('timeout');
-    raw.setTimeout(0);
+    // Only this session's listeners come off: the listener's own (connection counting per
+    // address) must still see the TCP socket close.
+    this.detach(raw);
     const tlsSocket = new TLSSocket(raw, { isServer: true, ...this.deps.certs.serverOptions() });
     tlsSocket.once('secure', () => {
       this.secure = true;
       this.log.debug('tls established', { protocol: tlsSocket.getProtocol() });
     });
+    // A TLS or network error (a reset from a phone that lost its network) ends the connection;
+    // its 'close' then decides between hibernating (stream management) and ending the session.
     tlsSocket.on('error', (err) => {
       this.log.debug('tls failed', { err: err.message });
-      this.state = 'closed';
       tlsSocket.destroy();
       raw.destroy();
     });
@@ -663,4 +1046,27 @@ export class C2SSession implements ClientSession {
 
 function xmlEscape(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/>/g, '&gt;');
+}
+
+/** Calls a delivery callback; a failing callback is a bug of its owner, logged, never fatal here. */
+function tell(callback: DeliveryCallback, outcome: 'acked' | 'written' | 'failed', log: Logger): void {
+  try {
+    callback(outcome);
+  } catch (err) {
+    log.error('delivery callback failed', { err, outcome });
+  }
+}
+
+/**
+ * The copy of an unacknowledged stanza sent again on a resumed stream: marked with when it was
+ * first sent (XEP-0203), unless it already carries a delay from this server.
+ */
+function resent(entry: UnackedStanza, host: string): Element {
+  const { stanza } = entry;
+  const delayed = stanza.children.some((c) => typeof c !== 'string' && c.name === 'delay'
+    && c.attrs.xmlns === NS_DELAY && c.attrs.from === host);
+  if (delayed) return stanza;
+  const copy = cloneStanza(stanza);
+  copy.append(xml('delay', { xmlns: NS_DELAY, from: host, stamp: new Date(entry.sentAt).toISOString() }));
+  return copy;
 }
