@@ -157,7 +157,7 @@ export default definePlugin({
       if (id !== undefined) {
         attrs.id = id;
         attrs.resume = 'true';
-        attrs.max = String(Math.floor(timeout / 1000));
+        attrs.max = String(Math.ceil(timeout / 1000));
       }
       session.sendElement(xml('enabled', attrs));
     });

@@ -725,7 +725,7 @@ export class C2SSession implements ClientSession {
     }
     this.processing = false;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
-    if (this.state === 'bound' && this.socket.isPaused()) this.socket.resume();
+    if (this.state !== 'closed' && this.state !== 'hibernated' && this.socket.isPaused()) this.socket.resume();
   }
 
   private async handle(el: Element): Promise<void> {
