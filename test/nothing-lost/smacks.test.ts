@@ -379,3 +379,26 @@ t.test('a resumed stream starts active: what CSI held comes at once', async (t) 
   alice.end();
   client.end();
 });
+
+t.test('a new login on the same resource replaces a hibernating session and gets what it missed', async (t) => {
+  const a = await user(main);
+  const b = await user(main);
+  const alice = await SmClient.login(main.c2sPort, a, 'pw', { resource: 'a' });
+  const bob = await SmClient.login(main.c2sPort, b, 'pw', { resource: 'phone', sm: 'resume', max: 60 });
+  await ping(bob);
+  const old = sessionOf(main, bob.jid)!;
+  bob.destroy();
+  await until(() => old.hibernating, 'hibernating');
+  alice.send(chat(`${b}@localhost/phone`, 'queued for the old session'));
+  await until(() => old.stats().unacked >= 2, 'queued while hibernating');
+  const fresh = await SmClient.login(main.c2sPort, b, 'pw', { resource: 'phone', sm: true });
+  const [got] = await fresh.messages(1);
+  t.equal(got!.getChildText('body'), 'queued for the old session', 'handed over through the spool');
+  t.ok(delayOf(got!), 'with a delay');
+  t.not(sessionOf(main, fresh.jid), old, 'the old session is gone');
+  const late = await SmClient.resumeLogin(main.c2sPort, b, 'pw', bob.smId!, 0);
+  t.equal(late.answer.name, 'failed', 'and cannot be resumed any more');
+  t.ok(await alice.nothing((el) => el.name === 'message' && el.attrs.type === 'error'), 'no error to the sender');
+  fresh.ack();
+  for (const c of [alice, fresh, late.client]) c.end();
+});
