@@ -20,7 +20,7 @@ import { HostContext } from './plugin/host.js';
 import { loadHostPlugins, prepareHostPlugins, reconcileHostPlugins, unloadHostPlugins } from './plugin/loader.js';
 import type { ComponentHandler, PluginDefinition } from './plugin/types.js';
 import { Router } from './router.js';
-import type { ServerApi } from './server-api.js';
+import type { ClientStream, ServerApi } from './server-api.js';
 import { c2sAuthOptions } from './auth/options.js';
 import { AuthThrottle } from './auth/throttle.js';
 import { C2SSession } from './session/c2s.js';
@@ -265,14 +265,28 @@ export class Server implements ServerApi {
   }
 
   private acceptC2S(socket: Socket, directTls: boolean, starttlsRequired: boolean): void {
-    const limits = this.config.core.limits;
     let stream = socket;
     if (directTls) {
       const secured = new TLSSocket(socket, { isServer: true, ALPNProtocols: ['xmpp-client'], ...this.certs.serverOptions() });
       secured.on('error', () => secured.destroy());
       stream = secured;
     }
-    new C2SSession(stream, {
+    this.startC2S(stream, directTls, starttlsRequired);
+  }
+
+  get maxStanzaSize(): number {
+    return this.config.core.limits.max_stanza_size;
+  }
+
+  createClientSession(stream: ClientStream, options: { secure: boolean }): ClientSession {
+    // C2SSession uses only the Duplex side of a net.Socket plus setTimeout and remoteAddress,
+    // which ClientStream declares; the framed transports (WebSocket, BOSH) provide exactly those.
+    return this.startC2S(stream as unknown as Socket, options.secure, false);
+  }
+
+  private startC2S(stream: Socket, directTls: boolean, starttlsRequired: boolean): C2SSession {
+    const limits = this.config.core.limits;
+    return new C2SSession(stream, {
       log: this.log,
       sessions: this.sessions,
       router: this.router,

@@ -33,4 +33,5 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['contacts', mod(() => import('./contacts/index.js'))],
   ['smacks', mod(() => import('./smacks.js'))],
   ['offline', mod(() => import('./offline/index.js'))],
+  ['websocket', mod(() => import('./websocket/index.js'))],
 ]);

@@ -108,6 +108,9 @@ export function createPluginContext<O>(
     http(prefix, handler, opts) {
       track(deps.http.mount(prefix, handler, opts));
     },
+    httpUpgrade(prefix, handler) {
+      track(deps.http.mountUpgrade(prefix, handler));
+    },
     c2s: {
       element(xmlns, name, handler) {
         const key = host.elementKey(xmlns, name);

@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import type { Schema } from '../config/schema.js';
 import type { ArchiveStore, Json, KeyValStore, MapStore } from '../storage/types.js';
 import type { ClientSession } from '../session/types.js';
-import type { HttpHandler, MountOptions } from '../net/http.js';
+import type { HttpHandler, MountOptions, UpgradeHandler } from '../net/http.js';
 import type { HookHandler } from '../hooks.js';
 import type { ServerApi } from '../server-api.js';
 
@@ -126,6 +126,8 @@ export interface PluginContext<O = unknown> {
   onClose(fn: () => unknown): void;
   /** Mounts an HTTP handler on the shared listener(s). */
   http(prefix: string, handler: HttpHandler, opts?: MountOptions): void;
+  /** Mounts an HTTP upgrade (WebSocket) handler on the shared listener(s). */
+  httpUpgrade(prefix: string, handler: UpgradeHandler): void;
   c2s: {
     element(xmlns: string, name: string, handler: ElementHandler): void;
     feature(provider: FeatureProvider): void;
