@@ -71,9 +71,13 @@ t.test('refusals', async (t) => {
   t.match(downgrade.text, /downgrade/);
   const unbound = await login({ mechanism: 'SCRAM-SHA-256' });
   t.same([unbound.ok, unbound.verified], [true, true], '`n` (a client that cannot bind) may use the plain variant');
+  // tls-unique is never offered, but accepted when a client insists (stock slixmpp does).
   const unique = await login({ mechanism: 'SCRAM-SHA-256-PLUS', cbType: 'tls-unique' });
-  t.same([unique.ok, unique.condition], [false, 'malformed-request'], 'tls-unique is not supported');
-  t.match(unique.text, /tls-unique is not supported/);
+  t.same([unique.ok, unique.verified], [true, true], 'tls-unique with the right Finished message');
+  const uniqueBad = await login({ mechanism: 'SCRAM-SHA-256-PLUS', cbType: 'tls-unique', cbData: Buffer.alloc(12, 1) });
+  t.same([uniqueBad.ok, uniqueBad.condition], [false, 'not-authorized'], 'tls-unique of another channel');
+  const unknownType = await login({ mechanism: 'SCRAM-SHA-256-PLUS', cbType: 'tls-bogus' });
+  t.same([unknownType.ok, unknownType.condition], [false, 'malformed-request'], 'an unknown binding type');
   const mitm = await login({ mechanism: 'SCRAM-SHA-512-PLUS', cbType: 'tls-exporter', cbData: Buffer.alloc(32, 7) });
   t.same([mitm.ok, mitm.condition], [false, 'not-authorized'], 'binding data of another channel');
 });

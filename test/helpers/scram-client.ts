@@ -198,6 +198,8 @@ function secureConnect(options: tls.ConnectionOptions): Promise<tls.TLSSocket> {
 export function clientBindingData(socket: tls.TLSSocket, type: string, hash = 'sha256'): Buffer {
   if (type === 'tls-exporter') return socket.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0));
   if (type === 'tls-server-end-point') return createHash(hash).update(socket.getPeerCertificate().raw).digest();
+  // RFC 5929 §3.1: the first Finished of the handshake, the client's own in a full handshake.
+  if (type === 'tls-unique') return socket.isSessionReused() ? socket.getPeerFinished()! : socket.getFinished()!;
   // Anything else: data the server cannot have, so only its own refusal ends the exchange.
   return randomBytes(32);
 }
