@@ -29,6 +29,19 @@ import type { ClientSession } from './session/types.js';
 import type { StorageDriver } from './storage/types.js';
 import { builtinPlugins } from '../plugins/index.js';
 
+/** What the offline plugin's service reports (kept structural: the core imports no plugin). */
+interface OfflineSpoolStats {
+  stored: number;
+  delivered: number;
+  acked: number;
+  expired: number;
+  removed: number;
+  refused: number;
+  users: number;
+  messages: number;
+  queues: Array<{ user: string; length: number }>;
+}
+
 export interface StartOptions {
   config: LoadedConfig;
   /** Extra plugin definitions (tests, embedders), enabled through `modules:` like built-ins. */
@@ -190,7 +203,8 @@ export class Server implements ServerApi {
     }
   }
 
-  stats(): string {
+  /** The text of `parleyctl stats`: sessions with their queues, then each host's offline spool. */
+  async stats(): Promise<string> {
     const lines = [`sessions: ${this.sessions.size}`];
     let inTotal = 0;
     let outTotal = 0;
@@ -199,9 +213,17 @@ export class Server implements ServerApi {
       const st = s.stats();
       inTotal += st.stanzasIn;
       outTotal += st.stanzasOut;
-      rows.push(`${s.jid?.full ?? s.id}\tin=${st.stanzasIn}\tout=${st.stanzasOut}\tqueue=${st.queued}\tsendbuf=${st.sendBuffer}`);
+      rows.push(`${s.jid?.full ?? s.id}\tin=${st.stanzasIn}\tout=${st.stanzasOut}\tqueue=${st.queued}\tunacked=${st.unacked}\tsendbuf=${st.sendBuffer}`);
     }
     lines.push(`stanzas in: ${inTotal}`, `stanzas out: ${outTotal}`, ...rows);
+    for (const [name, host] of this.hostContexts) {
+      const offline = host.services.get('offline') as { stats(): Promise<OfflineSpoolStats> } | undefined;
+      if (!offline) continue;
+      const o = await offline.stats();
+      lines.push(`offline ${name}: stored=${o.stored} delivered=${o.delivered} acked=${o.acked} expired=${o.expired} `
+        + `removed=${o.removed} refused=${o.refused} waiting=${o.messages} users=${o.users}`);
+      for (const q of o.queues) lines.push(`offline queue\t${q.user}\t${q.length}`);
+    }
     return lines.join('\n');
   }
 

@@ -200,6 +200,14 @@ export default definePlugin({
       flush(session, st);
     });
 
+    // XEP-0352 §5: a resumed stream starts active; the client says <inactive/> again if it is.
+    ctx.hook('session/resumed', ({ session }: { session: ClientSession }) => {
+      const st = stateOf(session);
+      if (!st) return;
+      st.inactive = false;
+      flush(session, st);
+    });
+
     // A closed stream's held stanzas are moot (presence and chat states of a client that is
     // gone); drop them and the timer that would keep the session in memory.
     ctx.hook('resource-unbind', ({ session }: { session: ClientSession }) => {

@@ -15,7 +15,7 @@ export interface AdminDeps {
   kickUser?(bare: string, reason: string): void;
   status?(): string;
   kick?(jid: string): number;
-  stats?(): string;
+  stats?(): Promise<string>;
   reload?(): Promise<string>;
   stop?(): void;
   /** Present when parleyctl runs the import itself: drives its progress bar. */

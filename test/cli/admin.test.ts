@@ -71,7 +71,7 @@ t.test('stats, kick', async (t) => {
   const stats = await ctl(srv.configFile, 'stats');
   t.equal(stats.code, 0);
   t.match(stats.stdout, /^sessions: 3\nstanzas in: \d+\nstanzas out: \d+\n/);
-  t.match(stats.stdout, /alice@localhost\/one\tin=\d+\tout=\d+\tqueue=0\tsendbuf=\d+/);
+  t.match(stats.stdout, /alice@localhost\/one\tin=\d+\tout=\d+\tqueue=0\tunacked=\d+\tsendbuf=\d+/);
   t.match(await ctl(srv.configFile, 'kick', 'alice@localhost/one'), { code: 0, stdout: '1 session(s) of alice@localhost/one disconnected\n' });
   t.equal(await a1.streamError(), 'policy-violation');
   t.notOk(a2.isClosed);
