@@ -34,4 +34,5 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['smacks', mod(() => import('./smacks.js'))],
   ['offline', mod(() => import('./offline/index.js'))],
   ['websocket', mod(() => import('./websocket/index.js'))],
+  ['bosh', mod(() => import('./bosh/index.js'))],
 ]);
