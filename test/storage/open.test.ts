@@ -65,8 +65,9 @@ t.test('failures become one-line STORAGE_FAILED boot errors', async (t) => {
   const garbage = join(dir, 'garbage.db');
   writeFileSync(garbage, 'this is not a database\n'.repeat(500));
   await bootError(t, openStorage({ driver: 'embedded', path: garbage }, dir), /not a database/i, 'not a database');
-  await bootError(t, openStorage({ driver: 'mongodb', uri: 'mongodb://localhost' }, dir),
-    /mongodb driver is not available yet/, 'mongodb');
+  // Port 9 (discard) on loopback: nothing listens, so the driver gives up at once.
+  await bootError(t, openStorage({ driver: 'mongodb', uri: 'mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=500' }, dir),
+    /mongodb storage: cannot use MongoDB at mongodb:\/\/127\.0\.0\.1:9/, 'mongodb');
   await bootError(t, openStorage({ driver: 'redis' } as unknown as { driver: 'embedded' }, dir),
     /unknown storage driver "redis"/, 'unknown driver');
 });
