@@ -106,7 +106,7 @@ function filters(payload: Element): ArchiveQuery {
       case 'ids': if (values.length) q.ids = values; break;
       default:
         // XEP-0313: a field the archive does not support is refused, not silently ignored.
-        throw new StanzaError('bad-request', `unsupported field ${field.attrs.var ?? ''}`);
+        throw new StanzaError('feature-not-implemented', `unsupported field ${field.attrs.var ?? ''}`);
     }
   }
   return q;

@@ -70,6 +70,8 @@ t.test('MAM on the room: forms, paging forwards and backwards, filters', async (
 
   const badDate = await mam(alice, room, "<x xmlns='jabber:x:data' type='submit'><field var='start'><value>yesterday</value></field></x>");
   t.equal(errorCondition(badDate.iq), 'bad-request');
+  const unknownField = await mam(alice, room, "<x xmlns='jabber:x:data' type='submit'><field var='urn:example:filter'><value>x</value></field></x>");
+  t.equal(errorCondition(unknownField.iq), 'feature-not-implemented', 'XEP-0313: unsupported fields');
   const badId = await mam(alice, room, "<set xmlns='http://jabber.org/protocol/rsm'><after>nope</after></set>");
   t.equal(errorCondition(badId.iq), 'item-not-found');
   alice.end();
