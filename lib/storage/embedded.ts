@@ -28,6 +28,7 @@ import {
   type ArchiveAppend, type ArchiveItem, type ArchivePage, type ArchiveQuery, type ArchiveStore,
   type Json, type KeyValStore, type MapStore, type StorageDriver, type WriteOptions,
 } from './types.js';
+import { checkKey, checkName, checkQuery, checkTime, decode, encode } from './codec.js';
 
 type Db = Database.Database;
 type Statement = Database.Statement<unknown[]>;
@@ -103,35 +104,6 @@ export interface EmbeddedOptions {
 interface ValueRow { value: string; expires_at: number | null }
 interface ArchiveRow { id: string; ts: number; with_jid: string | null; value: string }
 
-function encode(value: unknown): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch (err) {
-    throw new StorageError('invalid', `value is not JSON-serialisable: ${(err as Error).message}`);
-  }
-  if (typeof text !== 'string') throw new StorageError('invalid', 'value is not JSON-serialisable');
-  return text;
-}
-
-function decode<V>(text: string): V {
-  try {
-    return JSON.parse(text) as V;
-  } catch (err) {
-    throw new StorageError('io', 'stored value is not valid JSON', { cause: err });
-  }
-}
-
-function checkName(what: string, value: unknown): asserts value is string {
-  if (typeof value !== 'string' || value === '') {
-    throw new StorageError('invalid', `${what} must be a non-empty string`);
-  }
-}
-
-function checkKey(key: unknown): asserts key is string {
-  if (typeof key !== 'string') throw new StorageError('invalid', 'key must be a string');
-}
-
 /** The absolute expiry time for a write, or null when it never expires. */
 function expiry(options: WriteOptions | undefined, now: number): number | null {
   const ttl = options?.ttlMs;
@@ -144,12 +116,6 @@ function expiry(options: WriteOptions | undefined, now: number): number | null {
 
 function isLive(expiresAt: number | null, now: number): boolean {
   return expiresAt === null || expiresAt > now;
-}
-
-function checkTime(what: string, value: unknown): asserts value is number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
-    throw new StorageError('invalid', `${what} must be an integer number of milliseconds`);
-  }
 }
 
 export class EmbeddedDriver implements StorageDriver {
@@ -668,22 +634,6 @@ function indexFor(q: ArchiveQuery): string {
     return q.with !== undefined ? 'INDEXED BY archive_items_with' : 'INDEXED BY archive_items_seq';
   }
   return 'INDEXED BY archive_items_ts';
-}
-
-function checkQuery(q: ArchiveQuery): void {
-  if (typeof q !== 'object' || q === null) throw new StorageError('invalid', 'query must be an object');
-  if (q.start !== undefined && (typeof q.start !== 'number' || Number.isNaN(q.start))) {
-    throw new StorageError('invalid', 'start must be a number');
-  }
-  if (q.end !== undefined && (typeof q.end !== 'number' || Number.isNaN(q.end))) {
-    throw new StorageError('invalid', 'end must be a number');
-  }
-  if (q.with !== undefined && typeof q.with !== 'string') throw new StorageError('invalid', 'with must be a string');
-  if (q.ids !== undefined && (!Array.isArray(q.ids) || q.ids.some((id) => typeof id !== 'string'))) {
-    throw new StorageError('invalid', 'ids must be an array of strings');
-  }
-  if (q.after !== undefined) checkName('after', q.after);
-  if (q.before !== undefined) checkName('before', q.before);
 }
 
 function toItem<V extends Json>(row: ArchiveRow): ArchiveItem<V> {

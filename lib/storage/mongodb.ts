@@ -47,6 +47,7 @@ import {
   type ArchiveAppend, type ArchiveItem, type ArchivePage, type ArchiveQuery, type ArchiveStore,
   type Json, type KeyValStore, type MapStore, type StorageDriver, type WriteOptions,
 } from './types.js';
+import { checkKey, checkName, checkQuery, checkTime, decode, encode } from './codec.js';
 
 export interface MongoOptions {
   /** mongodb:// or mongodb+srv:// connection string. */
@@ -135,26 +136,6 @@ function isDuplicateKey(err: unknown): boolean {
   return err instanceof MongoServerError && err.code === 11000;
 }
 
-function encode(value: unknown): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch (err) {
-    throw new StorageError('invalid', `value is not JSON-serialisable: ${(err as Error).message}`);
-  }
-  if (typeof text !== 'string') throw new StorageError('invalid', 'value is not JSON-serialisable');
-  return text;
-}
-
-function decode<V>(text: string | undefined): V {
-  if (typeof text !== 'string') throw new StorageError('io', 'stored document has no value');
-  try {
-    return JSON.parse(text) as V;
-  } catch (err) {
-    throw new StorageError('io', 'stored value is not valid JSON', { cause: err });
-  }
-}
-
 /**
  * A map value as document fields: finite numbers natively (so increment can $inc them), the rest
  * as JSON text. -0 becomes 0 and NaN/Infinity become null, as a JSON round trip does.
@@ -166,22 +147,6 @@ function mapFields(value: unknown): { value: string } | { num: number } {
 
 function mapValue<V>(doc: Pick<MapDoc, 'value' | 'num'>): V {
   return (typeof doc.num === 'number' ? doc.num : decode<V>(doc.value)) as V;
-}
-
-function checkName(what: string, value: unknown): asserts value is string {
-  if (typeof value !== 'string' || value === '') {
-    throw new StorageError('invalid', `${what} must be a non-empty string`);
-  }
-}
-
-function checkKey(key: unknown): asserts key is string {
-  if (typeof key !== 'string') throw new StorageError('invalid', 'key must be a string');
-}
-
-function checkTime(what: string, value: unknown): asserts value is number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
-    throw new StorageError('invalid', `${what} must be an integer number of milliseconds`);
-  }
 }
 
 /** The expiry Date for a write, or undefined when it never expires. */
@@ -682,22 +647,6 @@ function hint(q: ArchiveQuery): string {
     return q.with !== undefined ? 'archive_with' : 'archive_seq';
   }
   return 'archive_ts';
-}
-
-function checkQuery(q: ArchiveQuery): void {
-  if (typeof q !== 'object' || q === null) throw new StorageError('invalid', 'query must be an object');
-  if (q.start !== undefined && (typeof q.start !== 'number' || Number.isNaN(q.start))) {
-    throw new StorageError('invalid', 'start must be a number');
-  }
-  if (q.end !== undefined && (typeof q.end !== 'number' || Number.isNaN(q.end))) {
-    throw new StorageError('invalid', 'end must be a number');
-  }
-  if (q.with !== undefined && typeof q.with !== 'string') throw new StorageError('invalid', 'with must be a string');
-  if (q.ids !== undefined && (!Array.isArray(q.ids) || q.ids.some((id) => typeof id !== 'string'))) {
-    throw new StorageError('invalid', 'ids must be an array of strings');
-  }
-  if (q.after !== undefined) checkName('after', q.after);
-  if (q.before !== undefined) checkName('before', q.before);
 }
 
 function toItem<V extends Json>(doc: Pick<ArchiveDoc, 'id' | 'ts' | 'with' | 'value'>): ArchiveItem<V> {
