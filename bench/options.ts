@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-export const SCENARIOS = ['idle', 'logins', 'messages', 'offline'] as const;
+export const SCENARIOS = ['idle', 'logins', 'messages', 'offline', 'muc'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface Options {
@@ -20,6 +20,10 @@ export interface Options {
   /** Address messages to the receiver's bare JID (as chat clients do) or to its bound full JID. */
   address: 'bare' | 'full';
   offlineMessages: number;
+  /** Room sizes of the MUC fan-out, one measurement each. */
+  mucOccupants: number[];
+  mucSenders: number;
+  mucWindow: number;
   settleMs: number;
   modules: string[] | undefined;
   cpuProf: string | undefined;
@@ -36,12 +40,15 @@ export const USAGE = `usage: npm run bench -- [options]
   --concurrency C        logins in progress at once, in idle and logins (default 50)
   --pairs P              messages: sender/receiver pairs (default 50)
   --window W             messages: messages in flight per pair (default 10)
-  --duration S           messages: measured seconds (default 10)
-  --warmup S             messages: unmeasured seconds first (default 2)
+  --duration S           messages, muc: measured seconds (default 10; muc: per room size and side)
+  --warmup S             messages, muc: unmeasured seconds first (default 2)
   --messages N           messages: also stop after N measured messages (default: no count limit)
   --body-bytes B         messages: body length in bytes, timestamp included (default 64)
   --address bare|full    messages: send to the receiver's bare JID (default, as chat clients do) or full JID
   --offline-messages M   offline: messages spooled and delivered (default 5000)
+  --muc-occupants LIST   muc: room sizes, comma-separated (default 100,1000); each occupant is a session
+  --muc-senders N        muc: occupants that send (default 2)
+  --muc-window W         muc: messages per sender not yet delivered to every occupant (default 4)
   --settle S             idle: seconds to wait before each RSS reading (default 3)
   --modules LIST         modules the server runs (default: those of config/parley.yml; ping is always added)
   --cpu-prof DIR         write a V8 CPU profile of each server process into DIR (see bench/cpu-top.ts)
@@ -79,6 +86,9 @@ export function parseOptions(argv: string[]): Options | 'help' {
       'body-bytes': { type: 'string' },
       address: { type: 'string' },
       'offline-messages': { type: 'string' },
+      'muc-occupants': { type: 'string' },
+      'muc-senders': { type: 'string' },
+      'muc-window': { type: 'string' },
       settle: { type: 'string' },
       modules: { type: 'string' },
       'cpu-prof': { type: 'string' },
@@ -102,6 +112,9 @@ export function parseOptions(argv: string[]): Options | 'help' {
   if (bodyBytes < 24) throw new UsageError('--body-bytes must be at least 24 (the body carries the send timestamp)');
   const address = values.address ?? 'bare';
   if (address !== 'bare' && address !== 'full') throw new UsageError(`--address takes bare or full, got '${address}'`);
+  const mucOccupants = (values['muc-occupants'] ?? '100,1000').split(',').map((v) => positive('muc-occupants', v.trim(), 0));
+  const mucSenders = positive('muc-senders', values['muc-senders'], 2);
+  if (mucOccupants.some((n) => n < mucSenders)) throw new UsageError('--muc-occupants: every room needs at least --muc-senders occupants');
   return {
     only,
     sessions: positive('sessions', values.sessions, 2000),
@@ -115,6 +128,9 @@ export function parseOptions(argv: string[]): Options | 'help' {
     bodyBytes,
     address,
     offlineMessages: positive('offline-messages', values['offline-messages'], 5000),
+    mucOccupants,
+    mucSenders,
+    mucWindow: positive('muc-window', values['muc-window'], 4),
     settleMs: positive('settle', values.settle, 3, { allowZero: true, integer: false }) * 1000,
     modules: values.modules?.split(',').map((s) => s.trim()).filter(Boolean),
     cpuProf: values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']),

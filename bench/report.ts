@@ -72,7 +72,7 @@ export function table(results: ScenarioResult[]): string {
   const numeric = new Set([2, 3, 4, 5]);
   const render = (cells: string[]) => cells.map((cell, c) => (numeric.has(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
   const out = [render(header), widths.map((w) => '-'.repeat(w)).join('  '), ...lines.map(render)];
-  out.push('', 'ratio = parley ÷ baseline (baseline: a plain Node TLS echo server, same machine, same run)');
+  out.push('', 'ratio = parley ÷ baseline (baseline: a plain Node server doing only the transport part — TLS echo, TLS fan-out or HTTP to a file — same machine, same run)');
   for (const n of notes) out.push(`note: ${n}`);
   return out.join('\n');
 }

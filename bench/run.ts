@@ -11,6 +11,7 @@ import { table, type ScenarioResult } from './report.js';
 import { idle } from './scenarios/idle.js';
 import { logins } from './scenarios/logins.js';
 import { messages } from './scenarios/messages.js';
+import { muc } from './scenarios/muc.js';
 import { offline } from './scenarios/offline.js';
 import { benchModules, cleanup, prepare, type BenchEnv } from './setup.js';
 
@@ -20,13 +21,14 @@ const log = (line: string): void => {
 };
 
 type Scenario = (env: BenchEnv, o: Options, roster: boolean) => Promise<ScenarioResult>;
-const scenarios: Record<ScenarioName, Scenario> = { idle, logins, messages, offline };
+const scenarios: Record<ScenarioName, Scenario> = { idle, logins, messages, offline, muc };
 
 /** Users the selected scenarios need; each is created (with PBKDF2) before the server starts. */
 function usersNeeded(o: Options): number {
   let n = 2;
   if (o.only.includes('idle')) n = Math.max(n, o.sessions + 50);
   if (o.only.includes('messages')) n = Math.max(n, 2 * o.pairs + 1);
+  if (o.only.includes('muc')) n = Math.max(n, ...o.mucOccupants);
   // Logins cycle through the users; a few hundred distinct ones keep lookups from all hitting one record.
   if (o.only.includes('logins')) n = Math.max(n, Math.min(o.logins, 500));
   return n;

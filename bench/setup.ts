@@ -150,11 +150,20 @@ export async function startParley(env: BenchEnv, modules: Modules = env.modules)
 }
 
 export async function startEcho(env: BenchEnv): Promise<NodeChild> {
+  return startBaseline(env, 'echo', 'echo-server.ts');
+}
+
+/** The MUC baseline: a TLS server that broadcasts each message to every connection. */
+export async function startFanout(env: BenchEnv): Promise<NodeChild> {
+  return startBaseline(env, 'fanout', 'fanout-server.ts');
+}
+
+async function startBaseline(env: BenchEnv, name: string, script: string): Promise<NodeChild> {
   const port = await freePort();
   return NodeChild.start({
-    name: 'echo',
+    name,
     root: env.root,
-    script: path.join('bench', 'echo-server.ts'),
+    script: path.join('bench', script),
     args: [String(port), env.certFile],
     port,
   });
