@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-export const SCENARIOS = ['idle', 'logins', 'messages', 'offline', 'muc'] as const;
+export const SCENARIOS = ['idle', 'logins', 'messages', 'offline', 'muc', 'upload'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface Options {
@@ -24,6 +24,9 @@ export interface Options {
   mucOccupants: number[];
   mucSenders: number;
   mucWindow: number;
+  /** Sizes of the upload throughput PUTs, in MiB. */
+  uploadSizes: number[];
+  uploadRepeat: number;
   settleMs: number;
   modules: string[] | undefined;
   cpuProf: string | undefined;
@@ -49,6 +52,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --muc-occupants LIST   muc: room sizes, comma-separated (default 100,1000); each occupant is a session
   --muc-senders N        muc: occupants that send (default 2)
   --muc-window W         muc: messages per sender not yet delivered to every occupant (default 4)
+  --upload-sizes LIST    upload: PUT sizes in MiB, comma-separated (default 1,8,64)
+  --upload-repeat N      upload: PUTs per size and per test image (default 3)
   --settle S             idle: seconds to wait before each RSS reading (default 3)
   --modules LIST         modules the server runs (default: those of config/parley.yml; ping is always added)
   --cpu-prof DIR         write a V8 CPU profile of each server process into DIR (see bench/cpu-top.ts)
@@ -89,6 +94,8 @@ export function parseOptions(argv: string[]): Options | 'help' {
       'muc-occupants': { type: 'string' },
       'muc-senders': { type: 'string' },
       'muc-window': { type: 'string' },
+      'upload-sizes': { type: 'string' },
+      'upload-repeat': { type: 'string' },
       settle: { type: 'string' },
       modules: { type: 'string' },
       'cpu-prof': { type: 'string' },
@@ -131,6 +138,8 @@ export function parseOptions(argv: string[]): Options | 'help' {
     mucOccupants,
     mucSenders,
     mucWindow: positive('muc-window', values['muc-window'], 4),
+    uploadSizes: (values['upload-sizes'] ?? '1,8,64').split(',').map((v) => positive('upload-sizes', v.trim(), 0, { integer: false })),
+    uploadRepeat: positive('upload-repeat', values['upload-repeat'], 3),
     settleMs: positive('settle', values.settle, 3, { allowZero: true, integer: false }) * 1000,
     modules: values.modules?.split(',').map((s) => s.trim()).filter(Boolean),
     cpuProf: values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']),

@@ -13,6 +13,7 @@ import { logins } from './scenarios/logins.js';
 import { messages } from './scenarios/messages.js';
 import { muc } from './scenarios/muc.js';
 import { offline } from './scenarios/offline.js';
+import { upload } from './scenarios/upload.js';
 import { benchModules, cleanup, prepare, type BenchEnv } from './setup.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -21,7 +22,7 @@ const log = (line: string): void => {
 };
 
 type Scenario = (env: BenchEnv, o: Options, roster: boolean) => Promise<ScenarioResult>;
-const scenarios: Record<ScenarioName, Scenario> = { idle, logins, messages, offline, muc };
+const scenarios: Record<ScenarioName, Scenario> = { idle, logins, messages, offline, muc, upload };
 
 /** Users the selected scenarios need; each is created (with PBKDF2) before the server starts. */
 function usersNeeded(o: Options): number {

@@ -59,7 +59,7 @@ export function benchModules(root: string, only: string[] | undefined): Modules 
   return modules;
 }
 
-export function configText(env: Pick<BenchEnv, 'dataDir' | 'certFile'>, port: number, modules: Modules): string {
+export function configText(env: Pick<BenchEnv, 'dataDir' | 'certFile'>, port: number, modules: Modules, httpPort?: number): string {
   // JSON is valid YAML: it quotes the temporary paths and module options without a YAML writer.
   return [
     `hosts: [${HOST}]`,
@@ -74,6 +74,9 @@ export function configText(env: Pick<BenchEnv, 'dataDir' | 'certFile'>, port: nu
     // All load comes from one address; the per-IP cap (100 by default) would refuse it.
     '    max_connections: 200000',
     '    max_connections_per_ip: 200000',
+    // Plain HTTP on loopback for the upload scenario: the figure is the upload path, and the
+    // same TLS cost on both sides would only blur it (the c2s scenarios already measure TLS).
+    ...(httpPort === undefined ? [] : [`  - port: ${httpPort}`, '    ip: 127.0.0.1', '    module: http', '    tls: false']),
     'storage: { driver: embedded }',
     `auth: { scram_iterations: ${SCRAM_ITERATIONS} }`,
     `modules: ${JSON.stringify(modules)}`,
@@ -135,10 +138,10 @@ export function cleanup(env: BenchEnv): void {
 }
 
 /** Parley as its own process: `node bin/parley.js --config <temp config>`. */
-export async function startParley(env: BenchEnv, modules: Modules = env.modules): Promise<NodeChild> {
+export async function startParley(env: BenchEnv, modules: Modules = env.modules, httpPort?: number): Promise<NodeChild> {
   const port = await freePort();
   const configFile = path.join(env.dir, `parley-${port}.yml`);
-  writeFileSync(configFile, configText(env, port, modules));
+  writeFileSync(configFile, configText(env, port, modules, httpPort));
   return NodeChild.start({
     name: 'parley',
     root: env.root,
@@ -158,13 +161,18 @@ export async function startFanout(env: BenchEnv): Promise<NodeChild> {
   return startBaseline(env, 'fanout', 'fanout-server.ts');
 }
 
-async function startBaseline(env: BenchEnv, name: string, script: string): Promise<NodeChild> {
+/** The upload baseline: a plain HTTP server that streams each PUT body into a file of `dir`. */
+export async function startSink(env: BenchEnv, dir: string): Promise<NodeChild> {
+  return startBaseline(env, 'sink', 'sink-server.ts', dir);
+}
+
+async function startBaseline(env: BenchEnv, name: string, script: string, arg = env.certFile): Promise<NodeChild> {
   const port = await freePort();
   return NodeChild.start({
     name,
     root: env.root,
     script: path.join('bench', script),
-    args: [String(port), env.certFile],
+    args: [String(port), arg],
     port,
   });
 }
