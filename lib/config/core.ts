@@ -126,7 +126,7 @@ export const coreSchema = s.object({
   }),
   limits,
   modules: s.record(moduleOptions, {
-    default: { disco: {}, ping: {}, version: {}, time: {}, caps: {}, uptime: {}, roster: {}, presence: {}, blocking: {}, vcard: {}, private: {}, last: {}, carbons: {}, csi: {}, smacks: {}, offline: {}, mam: {}, push: {}, pep: {}, muc: {}, http_upload: {}, host_meta: {}, phone: {}, register: {}, contacts: {} },
+    default: { disco: {}, ping: {}, version: {}, time: {}, caps: {}, uptime: {}, roster: {}, presence: {}, blocking: {}, vcard: {}, private: {}, last: {}, carbons: {}, csi: {}, smacks: {}, offline: {}, mam: {}, push: {}, pep: {}, muc: {}, http_upload: {}, host_meta: {}, phone: {}, register: {}, contacts: {}, websocket: {}, bosh: {} },
     keyName: 'module',
     doc: 'modules enabled on every host, with their options',
   }),

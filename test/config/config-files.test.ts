@@ -70,7 +70,7 @@ t.test('config/parley.yml loads and runs the documented defaults', async (t) => 
     [5222, 'c2s', false, true],
     [5443, 'http', true, true],
   ]);
-  t.same([...config.modulesFor('localhost').keys()], ['disco', 'ping', 'version', 'time', 'caps', 'uptime', 'roster', 'presence', 'blocking', 'vcard', 'private', 'last', 'carbons', 'csi', 'smacks', 'offline', 'mam', 'push', 'pep', 'muc', 'http_upload', 'host_meta', 'phone', 'register', 'contacts']);
+  t.same([...config.modulesFor('localhost').keys()], ['disco', 'ping', 'version', 'time', 'caps', 'uptime', 'roster', 'presence', 'blocking', 'vcard', 'private', 'last', 'carbons', 'csi', 'smacks', 'offline', 'mam', 'push', 'pep', 'muc', 'http_upload', 'host_meta', 'phone', 'register', 'contacts', 'websocket', 'bosh']);
 });
 
 t.test('config/parley.example.yml is a valid config at the defaults', async (t) => {

@@ -50,7 +50,7 @@ t.test('an empty file is all defaults', async (t) => {
   const config = parseConfig('', 'empty.yml');
   t.same(config.core.hosts, ['localhost']);
   t.same(config.core.listen.map((l) => [l.port, l.module, l.tls]), [[5222, 'c2s', false], [5443, 'http', true]]);
-  t.same(Object.keys(config.core.modules), ['disco', 'ping', 'version', 'time', 'caps', 'uptime', 'roster', 'presence', 'blocking', 'vcard', 'private', 'last', 'carbons', 'csi', 'smacks', 'offline', 'mam', 'push', 'pep', 'muc', 'http_upload', 'host_meta', 'phone', 'register', 'contacts']);
+  t.same(Object.keys(config.core.modules), ['disco', 'ping', 'version', 'time', 'caps', 'uptime', 'roster', 'presence', 'blocking', 'vcard', 'private', 'last', 'carbons', 'csi', 'smacks', 'offline', 'mam', 'push', 'pep', 'muc', 'http_upload', 'host_meta', 'phone', 'register', 'contacts', 'websocket', 'bosh']);
   t.same(config.core.auth.mechanisms, ['SCRAM-SHA-512-PLUS', 'SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-512', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN']);
   t.equal(config.core.limits.c2s_idle_timeout, 10 * 60_000);
   const comments = parseConfig('# nothing but a comment\n', 'c.yml');
