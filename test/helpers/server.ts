@@ -11,6 +11,8 @@ export interface TestServer {
   server: Server;
   c2sPort: number;
   httpPort: number;
+  /** The ports of every listener of a module, in config order (s2s, component, ...). */
+  ports(module: string): number[];
   dataDir: string;
   configFile: string;
   register(user: string, password: string, host?: string): Promise<void>;
@@ -29,6 +31,8 @@ export interface TestServerOptions {
   starttlsRequired?: boolean;
   /** Extra lines of the `auth:` section, indented by two spaces. */
   auth?: string;
+  /** Extra `listen:` entries as YAML list items indented by two spaces (s2s, component, ...). */
+  listen?: string;
 }
 
 export function testConfigText(dataDir: string, o: TestServerOptions = {}): string {
@@ -45,6 +49,7 @@ export function testConfigText(dataDir: string, o: TestServerOptions = {}): stri
     '    ip: 127.0.0.1',
     '    module: http',
     '    tls: false',
+    o.listen ?? '',
     // Tests only need the minimum iteration count; it keeps logins fast.
     'auth:',
     '  scram_iterations: 4096',
@@ -68,6 +73,7 @@ export async function startTestServer(o: TestServerOptions = {}): Promise<TestSe
     server,
     c2sPort: port('c2s'),
     httpPort: port('http'),
+    ports: (module) => server.listeners.filter((l) => l.module === module).map((l) => l.port),
     dataDir,
     configFile,
     register: (user, password, host = (o.hosts ?? ['localhost'])[0]!) => server.accounts.register(user, host, password),
