@@ -6,14 +6,8 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Element } from 'ltx';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { parseConfig } from '../../lib/config/load.js';
-import { silentLogger } from '../../lib/log.js';
-import { Server } from '../../lib/server.js';
 import { StreamParser } from '../../lib/xml/stream-parser.js';
-import { testConfigText, type TestServer, type TestServerOptions } from './server.js';
+import { startTestServer, type TestServer, type TestServerOptions } from './server.js';
 
 type Algo = 'sha1' | 'sha256' | 'sha512';
 
@@ -258,28 +252,7 @@ export async function tlsLogin(o: TlsLoginOptions): Promise<TlsLoginOutcome> {
 
 // ---------- a test server with its own `auth:` settings ----------
 
-/**
- * Starts a test server whose `auth:` section gets these extra lines (indented by two spaces).
- * The shared helper writes an `auth:` block of its own, so the lines are put into that block.
- */
-export async function startServerWithAuth(authLines: string, o: TestServerOptions = {}): Promise<TestServer> {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'parley-auth-test-'));
-  const text = testConfigText(dataDir, o).replace(/^auth:\n/m, `auth:\n${authLines}\n`);
-  if (!text.includes(authLines)) throw new Error('the test config has no auth section to extend');
-  const configFile = path.join(dataDir, 'parley.yml');
-  writeFileSync(configFile, text);
-  const server = await Server.start({ config: parseConfig(text, configFile), plugins: o.plugins, log: o.log ?? silentLogger });
-  const port = (module: string) => server.listeners.find((l) => l.module === module)?.port ?? 0;
-  return {
-    server,
-    c2sPort: port('c2s'),
-    httpPort: port('http'),
-    dataDir,
-    configFile,
-    register: (user, password, host = (o.hosts ?? ['localhost'])[0]!) => server.accounts.register(user, host, password),
-    async close() {
-      await server.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+/** Starts a test server whose `auth:` section gets these extra lines (indented by two spaces). */
+export function startServerWithAuth(authLines: string, o: TestServerOptions = {}): Promise<TestServer> {
+  return startTestServer({ ...o, auth: authLines });
 }
