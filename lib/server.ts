@@ -8,6 +8,7 @@ import type { Accounts } from './accounts.js';
 import { openCoreServices } from './bootstrap.js';
 import { createAdminCommands } from './admin/commands.js';
 import { AdminCommandError, startAdminSocket } from './admin/socket.js';
+import type { CoreConfig } from './config/core.js';
 import { loadConfig, type LoadedConfig } from './config/load.js';
 import { BootError, StreamError } from './errors.js';
 import { Jid } from './jid.js';
@@ -24,6 +25,8 @@ import type { ClientStream, ServerApi } from './server-api.js';
 import { c2sAuthOptions } from './auth/options.js';
 import { AuthThrottle } from './auth/throttle.js';
 import { C2SSession } from './session/c2s.js';
+import { ComponentService } from './component/service.js';
+import type { XmlLimits } from './xml/stream-parser.js';
 import { SessionRegistry } from './session/registry.js';
 import type { ClientSession } from './session/types.js';
 import type { StorageDriver } from './storage/types.js';
@@ -65,6 +68,8 @@ export class Server implements ServerApi {
   readonly http: HttpRouter;
   private readonly hostContexts = new Map<string, HostContext>();
   private readonly components = new Map<string, ComponentHandler>();
+  /** External components (XEP-0114); their domains are registered in `components` too. */
+  private readonly externalComponents: ComponentService;
   private closers: Array<() => Promise<void>> = [];
   private stopped = false;
 
@@ -88,6 +93,18 @@ export class Server implements ServerApi {
       userExists: (local, domain) => this.accounts.exists(local, domain),
     });
     this.http = new HttpRouter({ log: log.child({ component: 'http' }), maxBodySize: currentConfig.core.limits.http_max_body_size });
+    this.externalComponents = new ComponentService({
+      log,
+      registerDomain: (domain, handler) => this.registerComponent(domain, handler),
+      route: (stanza) => this.route(stanza),
+      certs: this.certs,
+      settings: () => ({
+        xmlLimits: this.xmlLimits(),
+        handshakeTimeoutMs: this.config.core.limits.component_handshake_timeout,
+        sendQueueBytes: this.config.core.limits.component_send_queue,
+        fallbackDomain: this.hosts[0]!,
+      }),
+    });
   }
 
   get config(): LoadedConfig {
@@ -131,8 +148,13 @@ export class Server implements ServerApi {
     this.closers.push(async () => {
       for (const host of this.hostContexts.values()) await unloadHostPlugins(host);
     });
+    // After the modules, so that a component domain a module already serves stops the boot.
+    this.externalComponents.start(this.config.core.components);
     await this.startAdmin();
     await this.startListeners();
+    // Registered last so it runs first on stop: components get their stream error before the
+    // listeners drop every socket.
+    this.closers.push(async () => this.externalComponents.close());
     this.log.info('server started', {
       hosts: this.hosts,
       listeners: this.listeners.map((l) => `${l.module}:${l.port}`),
@@ -187,6 +209,7 @@ export class Server implements ServerApi {
         changes.push(`${name}: reloaded ${[...new Set([...r.unloaded, ...r.loaded])].sort().join(', ')}`);
       }
     }
+    changes.push(...this.externalComponents.reload(core.components));
     const summary = [`configuration reloaded${changes.length ? ': ' + changes.join('; ') : ' (no module changes)'}`, ...notes].join('; ');
     this.log.info('reload', { changes, notes, added, removed });
     return summary;
@@ -224,6 +247,7 @@ export class Server implements ServerApi {
         + `removed=${o.removed} refused=${o.refused} waiting=${o.messages} users=${o.users}`);
       for (const q of o.queues) lines.push(`offline queue\t${q.user}\t${q.length}`);
     }
+    lines.push(...this.externalComponents.statsLines());
     return lines.join('\n');
   }
 
@@ -252,15 +276,7 @@ export class Server implements ServerApi {
     const limits = core.limits;
     for (const l of core.listen) {
       if (l.module === 'c2s') {
-        const listener = await listenTcp({
-          port: l.port,
-          ip: l.ip,
-          log: this.log,
-          maxConnections: l.max_connections,
-          maxConnectionsPerIp: l.max_connections_per_ip,
-          onConnection: (socket) => this.acceptC2S(socket, l.tls, l.starttls_required),
-        });
-        this.listeners.push({ module: 'c2s', port: listener.port, close: () => listener.close() });
+        await this.listenXmpp(l, (socket) => this.acceptC2S(socket, l.tls, l.starttls_required));
       } else if (l.module === 'http') {
         const listener = await startHttpListener({
           port: l.port,
@@ -277,6 +293,8 @@ export class Server implements ServerApi {
           },
         });
         this.listeners.push({ module: 'http', port: listener.port, close: () => listener.close() });
+      } else if (l.module === 'component') {
+        await this.listenXmpp(l, (socket) => this.externalComponents.accept(socket, l.tls));
       } else {
         throw new BootError('LISTEN_FAILED', `listener module '${l.module}' on port ${l.port} is not available yet`);
       }
@@ -284,6 +302,19 @@ export class Server implements ServerApi {
     this.closers.push(async () => {
       for (const l of this.listeners) await l.close();
     });
+  }
+
+  /** A TCP listener for XMPP streams (c2s, component) with the entry's connection limits. */
+  private async listenXmpp(l: CoreConfig['listen'][number], onConnection: (socket: Socket) => void): Promise<void> {
+    const listener = await listenTcp({
+      port: l.port,
+      ip: l.ip,
+      log: this.log,
+      maxConnections: l.max_connections,
+      maxConnectionsPerIp: l.max_connections_per_ip,
+      onConnection,
+    });
+    this.listeners.push({ module: l.module, port: listener.port, close: () => listener.close() });
   }
 
   private acceptC2S(socket: Socket, directTls: boolean, starttlsRequired: boolean): void {
@@ -294,6 +325,17 @@ export class Server implements ServerApi {
       stream = secured;
     }
     this.startC2S(stream, directTls, starttlsRequired);
+  }
+
+  /** The parser limits of `limits:`, shared by client, server and component streams. */
+  private xmlLimits(): XmlLimits {
+    const limits = this.config.core.limits;
+    return {
+      maxStanzaBytes: limits.max_stanza_size,
+      maxDepth: limits.max_xml_depth,
+      maxAttributes: limits.max_attributes,
+      maxTokenBytes: limits.max_token_size,
+    };
   }
 
   get maxStanzaSize(): number {
@@ -321,12 +363,7 @@ export class Server implements ServerApi {
       directTls,
       starttlsRequired,
       mechanisms: this.config.core.auth.mechanisms,
-      xmlLimits: {
-        maxStanzaBytes: limits.max_stanza_size,
-        maxDepth: limits.max_xml_depth,
-        maxAttributes: limits.max_attributes,
-        maxTokenBytes: limits.max_token_size,
-      },
+      xmlLimits: this.xmlLimits(),
       handshakeTimeoutMs: limits.c2s_handshake_timeout,
       idleTimeoutMs: limits.c2s_idle_timeout,
       sendQueueBytes: limits.c2s_send_queue,

@@ -3,6 +3,7 @@
 // in step. Paths are made absolute by the loader (lib/config/load.ts), not here.
 import { isIP } from 'node:net';
 import { MAX_TIMER_MS, s, type Infer } from './schema.js';
+import { checkComponentDomains, componentLimits, componentsSchema } from '../component/config.js';
 
 const listener = s.object({
   port: s.port({ doc: 'TCP port; 0 picks a free one (tests)' }),
@@ -38,6 +39,7 @@ const limits = s.object({
   http_request_timeout: timer('10m', 'time to receive a whole HTTP request (uploads included: a large file over a slow mobile link takes minutes); 0 = no limit'),
   http_headers_timeout: timer('10s', 'time to receive the HTTP request head', '1s'),
   http_keepalive_timeout: timer('5s', 'idle time before a kept-alive HTTP connection is closed; 0 = no keep-alive'),
+  ...componentLimits,
 }, {
   refine: (v, issue) => {
     if (v.max_token_size > v.max_stanza_size) issue(['max_token_size'], 'must not be larger than max_stanza_size');
@@ -138,6 +140,7 @@ export const coreSchema = s.object({
     keyName: 'host',
     doc: 'per-host settings; each host must be listed in hosts',
   }),
+  components: componentsSchema,
   admin: s.object({
     socket: s.optional(s.string({ minLength: 1, doc: 'parleyctl socket (default: <data_dir>/parleyctl.sock)' })),
   }),
@@ -154,6 +157,7 @@ export const coreSchema = s.object({
     for (const host of Object.keys(v.host_config)) {
       if (!v.hosts.includes(host)) issue(['host_config', host], `host '${host}' is not listed in hosts (${v.hosts.join(', ')})`, 'key');
     }
+    checkComponentDomains(v, issue);
   },
 });
 

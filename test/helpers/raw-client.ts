@@ -17,13 +17,16 @@ export class RawClient {
   isClosed = false;
   streamEnded = false;
   headers = 0;
+  /** Attributes of the last stream header received (id, from, ...). */
+  header: Record<string, string> = {};
   jid = '';
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
     this.parser = new StreamParser({
-      streamStart: () => {
+      streamStart: (h) => {
         this.headers++;
+        this.header = h.attrs;
       },
       stanza: (el) => this.push(el),
       streamEnd: () => {
