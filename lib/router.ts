@@ -23,6 +23,11 @@ export interface RouterDeps {
   /** An internal service (MUC, upload, ...) that owns a whole domain, if one is registered. */
   componentFor(domain: string): ComponentHandler | undefined;
   userExists(local: string, domain: string): Promise<boolean>;
+  /**
+   * Hands a stanza for a remote domain to server-to-server federation, which bounces it itself
+   * when it cannot be delivered. Absent: remote stanzas bounce with remote-server-not-found.
+   */
+  remote?(stanza: Element, from: Jid, to: Jid): void;
 }
 
 interface PendingIq {
@@ -64,8 +69,11 @@ export class Router {
     }
     const host = this.deps.hostFor(to.domain);
     if (!host) {
+      // The hook is a filter (blocking drops presence to blocked remote JIDs): a value = taken.
       const handled = await this.runOnAny('route/remote', { stanza, from, to, session });
-      if (handled === undefined) this.bounce(stanza, new StanzaError('remote-server-not-found'));
+      if (handled !== undefined) return;
+      if (this.deps.remote) this.deps.remote(stanza, from, to);
+      else this.bounce(stanza, new StanzaError('remote-server-not-found'));
       return;
     }
     const target: Target = to.local === '' ? 'host' : to.resource === '' ? 'bare' : 'full';
@@ -106,7 +114,7 @@ export class Router {
   }
 
   private async runOnAny(event: string, ev: StanzaEvent): Promise<unknown> {
-    // Remote routing is provided by a host's s2s plugin; any host that has it will do.
+    // Filters on remote stanzas run on the sender's host; service domains have none.
     const host = this.deps.hostFor(ev.from.domain);
     return host?.hooks.run(event, ev);
   }

@@ -10,7 +10,7 @@ import { createAdminCommands } from './admin/commands.js';
 import { AdminCommandError, startAdminSocket } from './admin/socket.js';
 import type { CoreConfig } from './config/core.js';
 import { loadConfig, type LoadedConfig } from './config/load.js';
-import { BootError, StreamError } from './errors.js';
+import { BootError, StanzaError, StreamError } from './errors.js';
 import { Jid } from './jid.js';
 import { createLogger, type Logger } from './log.js';
 import { loadCertificates, type CertStore } from './net/certs.js';
@@ -25,6 +25,9 @@ import type { ClientStream, ServerApi } from './server-api.js';
 import { c2sAuthOptions } from './auth/options.js';
 import { AuthThrottle } from './auth/throttle.js';
 import { C2SSession } from './session/c2s.js';
+import { loadDialbackSecret } from './s2s/dialback-key.js';
+import { S2SService } from './s2s/service.js';
+import { TrustStore } from './s2s/trust.js';
 import { ComponentService } from './component/service.js';
 import type { XmlLimits } from './xml/stream-parser.js';
 import { SessionRegistry } from './session/registry.js';
@@ -70,6 +73,8 @@ export class Server implements ServerApi {
   private readonly components = new Map<string, ComponentHandler>();
   /** External components (XEP-0114); their domains are registered in `components` too. */
   private readonly externalComponents: ComponentService;
+  /** Server-to-server federation; created at boot. */
+  private s2s: S2SService | undefined;
   private closers: Array<() => Promise<void>> = [];
   private stopped = false;
 
@@ -91,6 +96,7 @@ export class Server implements ServerApi {
       hostFor: (domain) => this.hostContexts.get(domain),
       componentFor: (domain) => this.components.get(domain),
       userExists: (local, domain) => this.accounts.exists(local, domain),
+      remote: (stanza, from, to) => this.sendRemote(stanza, from, to),
     });
     this.http = new HttpRouter({ log: log.child({ component: 'http' }), maxBodySize: currentConfig.core.limits.http_max_body_size });
     this.externalComponents = new ComponentService({
@@ -151,7 +157,10 @@ export class Server implements ServerApi {
     // After the modules, so that a component domain a module already serves stops the boot.
     this.externalComponents.start(this.config.core.components);
     await this.startAdmin();
+    await this.startS2S();
     await this.startListeners();
+    // Registered after the listeners so it runs before them on stop: peers get system-shutdown.
+    this.closers.push(async () => this.s2s?.close());
     // Registered last so it runs first on stop: components get their stream error before the
     // listeners drop every socket.
     this.closers.push(async () => this.externalComponents.close());
@@ -248,6 +257,7 @@ export class Server implements ServerApi {
       for (const q of o.queues) lines.push(`offline queue\t${q.user}\t${q.length}`);
     }
     lines.push(...this.externalComponents.statsLines());
+    lines.push(...(this.s2s?.stats() ?? []));
     return lines.join('\n');
   }
 
@@ -293,6 +303,9 @@ export class Server implements ServerApi {
           },
         });
         this.listeners.push({ module: 'http', port: listener.port, close: () => listener.close() });
+      } else if (l.module === 's2s') {
+        // TLS is always required on server streams; starttls_required does not apply.
+        await this.listenXmpp(l, (socket) => this.s2s!.accept(socket, l.tls));
       } else if (l.module === 'component') {
         await this.listenXmpp(l, (socket) => this.externalComponents.accept(socket, l.tls));
       } else {
@@ -315,6 +328,30 @@ export class Server implements ServerApi {
       onConnection,
     });
     this.listeners.push({ module: l.module, port: listener.port, close: () => listener.close() });
+  }
+
+  /** Federation: the trust store, the dialback secret and the service that owns all server streams. */
+  private async startS2S(): Promise<void> {
+    const config = this.config.core.s2s;
+    const trust = await TrustStore.load(config.ca_files, config.system_cas);
+    const secret = await loadDialbackSecret(this.storage, config.dialback_secret);
+    const s2s = new S2SService({
+      log: this.log.child({ component: 's2s' }),
+      config: () => this.config.core.s2s,
+      xmlLimits: () => this.xmlLimits(),
+      certs: this.certs,
+      trust,
+      secret,
+      isLocal: (domain) => this.isLocal(domain),
+      route: (stanza) => void this.route(stanza),
+      bounce: (stanza, error) => this.router.bounce(stanza, error),
+    });
+    this.s2s = s2s;
+  }
+
+  private sendRemote(stanza: Element, from: Jid, to: Jid): void {
+    if (this.s2s) this.s2s.send(stanza, from, to);
+    else this.router.bounce(stanza, new StanzaError('remote-server-not-found'));
   }
 
   private acceptC2S(socket: Socket, directTls: boolean, starttlsRequired: boolean): void {

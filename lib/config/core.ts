@@ -3,6 +3,7 @@
 // in step. Paths are made absolute by the loader (lib/config/load.ts), not here.
 import { isIP } from 'node:net';
 import { MAX_TIMER_MS, s, type Infer } from './schema.js';
+import { s2sSchema } from '../s2s/config.js';
 import { checkComponentDomains, componentLimits, componentsSchema } from '../component/config.js';
 
 const listener = s.object({
@@ -127,6 +128,7 @@ export const coreSchema = s.object({
     }),
   }),
   limits,
+  s2s: s2sSchema,
   modules: s.record(moduleOptions, {
     default: { disco: {}, ping: {}, version: {}, time: {}, caps: {}, uptime: {}, roster: {}, presence: {}, blocking: {}, vcard: {}, private: {}, last: {}, carbons: {}, csi: {}, smacks: {}, offline: {}, mam: {}, push: {}, pep: {}, muc: {}, http_upload: {}, host_meta: {}, phone: {}, register: {}, contacts: {}, websocket: {}, bosh: {} },
     keyName: 'module',
