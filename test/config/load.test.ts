@@ -143,7 +143,7 @@ t.test('unknown keys name the key, the valid ones and file:line:col', async (t) 
   const err = await bootError(t, () => loadConfig(top));
   t.ok(err instanceof ConfigError);
   t.equal(err.code, 'CONFIG_INVALID');
-  t.equal(err.message, `${top}:2:1: lisen: unknown key 'lisen' (did you mean 'listen'? valid keys: hosts, data_dir, log, certfiles, listen, storage, auth, limits, modules, host_config, admin)`);
+  t.equal(err.message, `${top}:2:1: lisen: unknown key 'lisen' (did you mean 'listen'? valid keys: hosts, data_dir, log, certfiles, listen, storage, auth, limits, s2s, modules, host_config, components, admin)`);
 
   const nested = fixture('unknown-nested-key.yml');
   const err2 = await bootError(t, () => loadConfig(nested));
