@@ -162,3 +162,19 @@ async function waitFor<T>(probe: () => T | undefined, timeoutMs = 5000): Promise
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+t.test('max_connections_per_ip applies to component listeners', async (t) => {
+  const limited = await startTestServer({
+    listen: ['  - port: 0', '    ip: 127.0.0.1', '    module: component', '    max_connections_per_ip: 1'].join('\n'),
+    yaml: 'components:\n  gw.test: { secret: s }',
+  });
+  t.teardown(() => limited.close());
+  const p = limited.ports('component')[0]!;
+  const first = await connectComponent(p, 'gw.test', 's');
+  t.equal(first.answer, 'handshake');
+  const second = await RawClient.connect(p);
+  await second.closed();
+  t.equal(second.headers, 0, 'the second connection from the address is dropped unanswered');
+  first.client.end();
+  await first.client.closed();
+});
