@@ -26,6 +26,7 @@ import { c2sAuthOptions } from './auth/options.js';
 import { AuthThrottle } from './auth/throttle.js';
 import { C2SSession } from './session/c2s.js';
 import { loadDialbackSecret } from './s2s/dialback-key.js';
+import type { SrvResolver } from './s2s/resolve.js';
 import { S2SService } from './s2s/service.js';
 import { TrustStore } from './s2s/trust.js';
 import { ComponentService } from './component/service.js';
@@ -53,6 +54,8 @@ export interface StartOptions {
   /** Extra plugin definitions (tests, embedders), enabled through `modules:` like built-ins. */
   plugins?: readonly PluginDefinition<any>[];
   log?: Logger;
+  /** Answers SRV queries for outgoing server streams instead of the system's DNS (tests). */
+  s2sResolver?: SrvResolver;
 }
 
 export interface ListenerInfo {
@@ -134,7 +137,7 @@ export class Server implements ServerApi {
     try {
       const certs = await loadCertificates({ certfiles: core.certfiles, hosts: [...core.hosts], dataDir: core.data_dir, log });
       server = new Server(config, log, storage, accounts, certs, saslSecret);
-      await server.boot(options.plugins ?? []);
+      await server.boot(options.plugins ?? [], options.s2sResolver);
       return server;
     } catch (err) {
       if (server) await server.stop().catch(() => undefined);
@@ -143,7 +146,7 @@ export class Server implements ServerApi {
     }
   }
 
-  private async boot(extra: readonly PluginDefinition<any>[]): Promise<void> {
+  private async boot(extra: readonly PluginDefinition<any>[], s2sResolver?: SrvResolver): Promise<void> {
     this.catalog = new Map(builtinPlugins);
     for (const def of extra) this.catalog.set(def.name, async () => def);
     for (const name of this.config.core.hosts) {
@@ -157,7 +160,7 @@ export class Server implements ServerApi {
     // After the modules, so that a component domain a module already serves stops the boot.
     this.externalComponents.start(this.config.core.components);
     await this.startAdmin();
-    await this.startS2S();
+    await this.startS2S(s2sResolver);
     await this.startListeners();
     // Registered after the listeners so it runs before them on stop: peers get system-shutdown.
     this.closers.push(async () => this.s2s?.close());
@@ -331,7 +334,7 @@ export class Server implements ServerApi {
   }
 
   /** Federation: the trust store, the dialback secret and the service that owns all server streams. */
-  private async startS2S(): Promise<void> {
+  private async startS2S(resolver: SrvResolver | undefined): Promise<void> {
     const config = this.config.core.s2s;
     const trust = await TrustStore.load(config.ca_files, config.system_cas);
     const secret = await loadDialbackSecret(this.storage, config.dialback_secret);
@@ -342,6 +345,7 @@ export class Server implements ServerApi {
       certs: this.certs,
       trust,
       secret,
+      ...(resolver ? { resolver } : {}),
       isLocal: (domain) => this.isLocal(domain),
       route: (stanza) => void this.route(stanza),
       bounce: (stanza, error) => this.router.bounce(stanza, error),

@@ -45,6 +45,8 @@ function connectTcp(target: Target, timeoutMs: number, signal: AbortSignal): Pro
     socket.once('error', fail);
     socket.once('connect', () => {
       cleanup();
+      // Errors after this are the stream's business; TLS may wrap this socket and take them over.
+      socket.on('error', () => undefined);
       resolve(socket);
     });
   });

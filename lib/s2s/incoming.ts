@@ -178,6 +178,8 @@ export class IncomingStream extends ServerStream {
     const R = receiving.domain;
     const reply = { from: R, to: O };
     if (!this.deps.isLocal(R)) return this.dialbackError('result', reply, 'item-not-found');
+    // Our own domains are never authenticated from outside.
+    if (this.deps.isLocal(O)) return this.dialbackError('result', reply, 'not-authorized');
     if (this.domains.has(O)) {
       this.sendElement(xml('db:result', { ...reply, type: 'valid' }));
       return;

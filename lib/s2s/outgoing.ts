@@ -202,6 +202,12 @@ export class OutgoingStream extends ServerStream {
   private onVerifyAnswer(el: Element): void {
     const v = this.o.verify!;
     if (el.attrs.id !== v.streamId) return;
+    if (el.attrs.type === 'error') {
+      // The authoritative server could not judge the key (e.g. it does not serve the domain).
+      this.settle.reject(new SetupError('remote-server-not-found', `verification refused (${errorCondition(el) ?? 'error'})`));
+      this.close();
+      return;
+    }
     const verdict = el.attrs.type === 'valid' && el.attrs.from === v.originating && el.attrs.to === v.receiving ? 'valid' : 'invalid';
     this.settle.resolve(verdict);
     this.close();

@@ -16,6 +16,7 @@ export class RemotePresence {
   /** remote domain -> local bare JID -> remote bare JIDs to probe once the domain is back. */
   private readonly lost = new Map<string, Map<string, Set<string>>>();
   private tracked = 0;
+  private lostPairs = 0;
 
   /** Notes a presence a remote entity sent to a local one. */
   observe(stanza: Element, from: Jid, to: Jid): void {
@@ -61,8 +62,11 @@ export class RemotePresence {
       for (const user of users) {
         this.tracked--;
         out.push(xml('presence', { from: remoteFull, to: user, type: 'unavailable' }));
+        // Domains that never come back must not make this grow without bound.
+        if (this.lostPairs >= MAX_TRACKED) continue;
         let wanted = probes.get(user);
         if (!wanted) probes.set(user, (wanted = new Set()));
+        if (!wanted.has(remoteBare)) this.lostPairs++;
         wanted.add(remoteBare);
       }
     }
@@ -76,6 +80,7 @@ export class RemotePresence {
     this.lost.delete(domain);
     const out: Element[] = [];
     for (const [user, contacts] of probes) {
+      this.lostPairs -= contacts.size;
       for (const contact of contacts) out.push(xml('presence', { from: user, to: contact, type: 'probe' }));
     }
     return out;

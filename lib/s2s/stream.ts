@@ -100,6 +100,9 @@ export abstract class ServerStream {
       old.off('close', listeners.close);
       old.off('error', listeners.error);
     }
+    // The TCP socket now sits under TLS; its errors end the TLS socket too, and must not be
+    // left without a listener (an unhandled 'error' would be thrown).
+    old.on('error', () => undefined);
     this.socket = next;
     this.parser.reset();
     this.headerWritten = false;
@@ -166,17 +169,18 @@ export abstract class ServerStream {
     this.socket.end();
     // A peer that never closes its side must not keep the socket forever.
     setTimeout(() => this.socket.destroy(), 2000).unref();
-    this.finish(error ? 'error' : 'clean');
+    // end() flushes what was written (the error above); destroying now would drop it.
+    this.finish(error ? 'error' : 'clean', false);
   }
 
   /** The header a stream error needs when it comes before ours (RFC 6120 §4.9.1.1). */
   protected abstract writeOpeningForError(): void;
 
-  protected finish(reason: EndReason): void {
+  protected finish(reason: EndReason, destroy = true): void {
     if (this.ended) return;
     this.ended = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
-    if (reason !== 'clean') this.socket.destroy();
+    if (destroy) this.socket.destroy();
     for (const cb of this.endCallbacks.splice(0)) {
       try {
         cb(reason);

@@ -10,6 +10,7 @@ import t from 'tap';
 import { writeTestCerts } from '../helpers/test-ca.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { startPair, type Pair } from './pair.js';
+import { RawPeer } from './raw-peer.js';
 
 const certDir = mkdtempSync(path.join(tmpdir(), 'parley-s2s-certs-'));
 t.teardown(() => rmSync(certDir, { recursive: true, force: true }));
@@ -92,4 +93,44 @@ t.test('dialback refused by a certificate policy', async (t) => {
   const bounce2 = await bob.next((el) => el.name === 'message' && el.attrs.id === 'x2');
   t.ok(bounce2.getChild('error')?.getChild('remote-server-not-found', STANZAS), String(bounce2));
   t.ok(await nothingArrives(alice, (el) => el.name === 'message' && el.attrs.id === 'x2'), 'alice got nothing');
+});
+
+t.test('dialback: a forged key is found invalid by the authoritative server', async (t) => {
+  const pair = await startPair();
+  t.teardown(() => pair.close());
+  // A raw peer claims to be a.test on B; B asks a.test's real server (A) about the key.
+  const forger = await RawPeer.connect(pair.b.ports('s2s')[0]!, 'a.test', 'b.test');
+  t.teardown(() => forger.destroy());
+  await forger.open();
+  const features = await forger.starttls();
+  t.ok(features.getChild('dialback', 'urn:xmpp:features:dialback')?.getChild('errors'), 'dialback with errors is offered');
+  forger.send("<db:result from='a.test' to='b.test'>0123456789abcdef</db:result>");
+  const result = await forger.next((el) => el.name === 'result');
+  t.equal(result.attrs.type, 'invalid');
+  t.equal(await forger.streamError(), 'not-authorized');
+  // A target domain that B does not serve gets a dialback error, not a verification.
+  const other = await RawPeer.connect(pair.b.ports('s2s')[0]!, 'a.test', 'b.test');
+  t.teardown(() => other.destroy());
+  await other.open();
+  await other.starttls();
+  other.send("<db:result from='a.test' to='elsewhere.test'>0123</db:result>");
+  const refused = await other.next((el) => el.name === 'result');
+  t.equal(refused.attrs.type, 'error');
+  t.ok(refused.getChild('error')?.getChild('item-not-found', STANZAS), String(refused));
+});
+
+t.test('dialback: the authoritative side answers db:verify', async (t) => {
+  const pair = await startPair();
+  t.teardown(() => pair.close());
+  const asker = await RawPeer.connect(pair.a.ports('s2s')[0]!, 'b.test', 'a.test');
+  t.teardown(() => asker.destroy());
+  await asker.open();
+  await asker.starttls();
+  asker.send("<db:verify from='b.test' to='a.test' id='s1'>not-a-key-we-made</db:verify>");
+  const verdict = await asker.next((el) => el.name === 'verify');
+  t.same([verdict.attrs.type, verdict.attrs.from, verdict.attrs.to, verdict.attrs.id], ['invalid', 'a.test', 'b.test', 's1']);
+  asker.send("<db:verify from='b.test' to='nowhere.test' id='s2'>x</db:verify>");
+  const error = await asker.next((el) => el.name === 'verify' && el.attrs.id === 's2');
+  t.equal(error.attrs.type, 'error');
+  t.ok(error.getChild('error')?.getChild('item-not-found', STANZAS));
 });
