@@ -1,0 +1,136 @@
+// Proves the Prosody harness the federation tests stand on: Prosody starts on its own loopback
+// address, its users log in over STARTTLS with the test CA's certificate and chat, and its
+// resolver finds `parley.test` through the test's own hosts file (a plain TCP listener on that
+// address sees Prosody's s2s stream arrive), while unknown names fail locally.
+import { X509Certificate } from 'node:crypto';
+import net from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { client, xml } from '@xmpp/client';
+import t from 'tap';
+import { prosodyMissing, startProsody, type ProsodyServer } from '../helpers/prosody.js';
+import { testCa } from '../helpers/test-ca.js';
+
+// xmpp.js takes no TLS options (it cannot be given our CA), so Node's check is off for it; the
+// test checks the certificate Prosody presented against the test CA itself instead.
+process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+
+/** Addresses of their own, so this file can run beside the federation tests (127.0.0.2/.3). */
+const PROSODY_IP = '127.0.0.5';
+const FAKE_PARLEY_IP = '127.0.0.4';
+
+type XmppClient = ReturnType<typeof client>;
+type Stanza = Parameters<Parameters<XmppClient['on']>[1]>[0];
+
+function connect(prosody: ProsodyServer, user: string): XmppClient {
+  const x = client({
+    service: `xmpp://${prosody.ip}:${prosody.c2sPort}`,
+    domain: prosody.domain,
+    username: user,
+    password: 'secret',
+    resource: 'harness',
+  });
+  x.on('error', () => undefined);
+  return x;
+}
+
+/** The next stanza matching, from now on. */
+function next(x: XmppClient, match: (st: Stanza) => boolean): Promise<Stanza> {
+  return new Promise((resolve) => {
+    const listener = (st: Stanza) => {
+      if (!match(st)) return;
+      x.removeListener('stanza', listener);
+      resolve(st);
+    };
+    x.on('stanza', listener);
+  });
+}
+
+async function run(): Promise<void> {
+  const fakeParley = net.createServer();
+  const firstConnection = new Promise<{ remote: string; header: string }>((resolve) => {
+    fakeParley.once('connection', (socket) => {
+      let data = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        data += chunk;
+        // Prosody opens with the XML declaration and the stream header; once it is complete we
+        // have our proof, and closing makes Prosody bounce the queued message.
+        if (/<stream:stream[^>]*>/.test(data)) {
+          resolve({ remote: socket.remoteAddress ?? '', header: data });
+          socket.destroy();
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    fakeParley.once('error', reject);
+    fakeParley.listen(5269, FAKE_PARLEY_IP, resolve);
+  });
+  t.teardown(() => new Promise<void>((resolve) => fakeParley.close(() => resolve())));
+
+  const prosody = await startProsody({
+    t,
+    domain: 'prosody.test',
+    ip: PROSODY_IP,
+    hosts: { 'parley.test': FAKE_PARLEY_IP },
+    users: [
+      { user: 'alice', password: 'secret' },
+      { user: 'bob', password: 'secret' },
+    ],
+  });
+
+  const alice = connect(prosody, 'alice');
+  const bob = connect(prosody, 'bob');
+  t.teardown(async () => {
+    await alice.stop().catch(() => undefined);
+    await bob.stop().catch(() => undefined);
+  });
+
+  t.test('Prosody users log in over STARTTLS with the test CA certificate and chat', async (t) => {
+    await alice.start();
+    await bob.start();
+    const tlsSocket = (alice as unknown as { socket: { socket?: TLSSocket } }).socket.socket;
+    t.ok(tlsSocket?.encrypted, 'the c2s stream is TLS');
+    const presented = new X509Certificate(tlsSocket!.getPeerCertificate().raw);
+    t.ok(presented.verify(new X509Certificate(testCa().certPem).publicKey), 'Prosody presented a certificate from the test CA');
+    t.equal(presented.checkHost('prosody.test'), 'prosody.test', 'for its domain');
+
+    await alice.send(xml('presence'));
+    await bob.send(xml('presence'));
+    const received = next(bob, (st) => st.is('message') && !!st.getChildText('body'));
+    await alice.send(xml('message', { to: 'bob@prosody.test', type: 'chat' }, xml('body', {}, 'hello through Prosody')));
+    const msg = await received;
+    t.equal(msg.attrs.from, 'alice@prosody.test/harness');
+    t.equal(msg.getChildText('body'), 'hello through Prosody');
+    t.match(prosody.logText(), /Authenticated as alice@prosody\.test/, "Prosody's log shows the login");
+  });
+
+  t.test('Prosody resolves parley.test through the test hosts file', async (t) => {
+    const bounce = next(alice, (st) => st.is('message') && st.attrs.type === 'error' && st.attrs.from === 'x@parley.test');
+    await alice.send(xml('message', { to: 'x@parley.test', type: 'chat', id: 'to-parley' }, xml('body', {}, 'anyone there?')));
+    const seen = await firstConnection;
+    // Prosody does not bind outgoing connections to its listening address: they come from 127.0.0.1.
+    t.match(seen.remote, /^(::ffff:)?127\./, 'a loopback connection');
+    t.match(seen.header, /to=['"]parley\.test['"]/, 'Prosody opened an s2s stream to parley.test');
+    t.match(seen.header, /from=['"]prosody\.test['"]/);
+    t.match(seen.header, /xmlns=['"]jabber:server['"]/);
+    const error = await bounce;
+    t.equal(error.attrs.id, 'to-parley', 'the queued message bounces when the peer hangs up');
+    t.ok(error.getChild('error'), 'as an error');
+  });
+
+  t.test('a name outside the hosts file fails at once, without asking real DNS', async (t) => {
+    const bounce = next(alice, (st) => st.is('message') && st.attrs.type === 'error' && st.attrs.from === 'x@nowhere.test');
+    await alice.send(xml('message', { to: 'x@nowhere.test', type: 'chat', id: 'to-nowhere' }, xml('body', {}, 'hello?')));
+    const error = await bounce;
+    t.equal(error.attrs.id, 'to-nowhere');
+    t.ok(error.getChild('error')?.getChild('remote-server-not-found', 'urn:ietf:params:xml:ns:xmpp-stanzas'), 'remote-server-not-found');
+  });
+}
+
+const missing = prosodyMissing();
+if (missing) {
+  t.test("Prosody harness", { skip: missing }, () => {});
+} else {
+  await run();
+}
