@@ -84,10 +84,6 @@ export class ComponentSession {
     this.handshakeTimer.unref();
   }
 
-  get connected(): boolean {
-    return this.state === 'ready';
-  }
-
   /** Writes a stanza routed to the component's domain. */
   send(stanza: Element): void {
     if (this.state !== 'ready') throw new StanzaError('service-unavailable', 'the component is not connected');
