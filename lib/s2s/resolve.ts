@@ -16,6 +16,8 @@ export interface SrvRecord {
 export interface SrvResolver {
   /** Rejects with code ENOTFOUND / ENODATA when there are no records. */
   resolveSrv(name: string): Promise<SrvRecord[]>;
+  /** Abandons outstanding queries (at shutdown). */
+  cancel?(): void;
 }
 
 export interface Target {

@@ -311,6 +311,7 @@ export class S2SService {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.resolver.cancel?.();
     for (const entry of [...this.outgoing.values()]) {
       entry.stream?.close(new StreamError('system-shutdown'));
       this.fail(entry, new SetupError('remote-server-not-found', 'server shutting down'));
