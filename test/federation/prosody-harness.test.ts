@@ -5,45 +5,18 @@
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { client, xml } from '@xmpp/client';
+import { xml } from '@xmpp/client';
 import t from 'tap';
-import { prosodyMissing, startProsody, type ProsodyServer } from '../helpers/prosody.js';
+import { nextStanza as next, prosodyClient, prosodyMissing, startProsody } from '../helpers/prosody.js';
 import { testCa } from '../helpers/test-ca.js';
 
 // xmpp.js takes no TLS options (it cannot be given our CA), so Node's check is off for it; the
-// test checks the certificate Prosody presented against the test CA itself instead.
+// first test checks the certificate Prosody presented against the test CA itself instead.
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
 
 /** Addresses of their own, so this file can run beside the federation tests (127.0.0.2/.3). */
 const PROSODY_IP = '127.0.0.5';
 const FAKE_PARLEY_IP = '127.0.0.4';
-
-type XmppClient = ReturnType<typeof client>;
-type Stanza = Parameters<Parameters<XmppClient['on']>[1]>[0];
-
-function connect(prosody: ProsodyServer, user: string): XmppClient {
-  const x = client({
-    service: `xmpp://${prosody.ip}:${prosody.c2sPort}`,
-    domain: prosody.domain,
-    username: user,
-    password: 'secret',
-    resource: 'harness',
-  });
-  x.on('error', () => undefined);
-  return x;
-}
-
-/** The next stanza matching, from now on. */
-function next(x: XmppClient, match: (st: Stanza) => boolean): Promise<Stanza> {
-  return new Promise((resolve) => {
-    const listener = (st: Stanza) => {
-      if (!match(st)) return;
-      x.removeListener('stanza', listener);
-      resolve(st);
-    };
-    x.on('stanza', listener);
-  });
-}
 
 async function run(): Promise<void> {
   const fakeParley = net.createServer();
@@ -79,8 +52,8 @@ async function run(): Promise<void> {
     ],
   });
 
-  const alice = connect(prosody, 'alice');
-  const bob = connect(prosody, 'bob');
+  const alice = prosodyClient(prosody, 'alice', 'secret', 'harness');
+  const bob = prosodyClient(prosody, 'bob', 'secret', 'harness');
   t.teardown(async () => {
     await alice.stop().catch(() => undefined);
     await bob.stop().catch(() => undefined);

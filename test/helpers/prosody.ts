@@ -18,6 +18,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { client } from '@xmpp/client';
 import { writeTestCerts, type LeafOptions, type TestCertFiles } from './test-ca.js';
 
 export const PROSODY_BIN = '/usr/bin/prosody';
@@ -130,6 +131,8 @@ function configText(o: Required<Pick<ProsodyOptions, 'domain' | 'ip' | 'c2sPort'
     '',
     `Component ${lua(`conference.${o.domain}`)} "muc"`,
     '  restrict_room_creation = false',
+    // New rooms open at once: a locked room would wait for its creator's configuration form.
+    '  muc_room_locking = false',
     '',
   ].join('\n');
 }
@@ -317,4 +320,35 @@ export async function startProsody(options: ProsodyOptions): Promise<ProsodyServ
     });
   }
   return server;
+}
+
+export type XmppClient = ReturnType<typeof client>;
+export type XmppStanza = Parameters<Parameters<XmppClient['on']>[1]>[0];
+
+/**
+ * An @xmpp/client for a Prosody user (STARTTLS on Prosody's c2s port), not yet started. xmpp.js
+ * takes no TLS options, so it cannot be given the test CA: a test sets
+ * NODE_TLS_REJECT_UNAUTHORIZED=0 and checks Prosody's certificate itself where that matters.
+ */
+export function prosodyClient(prosody: ProsodyServer, user: string, password: string, resource = 'prosody'): XmppClient {
+  const x = client({ service: `xmpp://${prosody.ip}:${prosody.c2sPort}`, domain: prosody.domain, username: user, password, resource });
+  x.on('error', () => undefined);
+  return x;
+}
+
+/** The next stanza the client receives that matches, from now on; rejects after timeoutMs. */
+export function nextStanza(x: XmppClient, match: (st: XmppStanza) => boolean, timeoutMs = 15_000): Promise<XmppStanza> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      x.removeListener('stanza', listener);
+      reject(new Error(`no matching stanza within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const listener = (st: XmppStanza) => {
+      if (!match(st)) return;
+      clearTimeout(timer);
+      x.removeListener('stanza', listener);
+      resolve(st);
+    };
+    x.on('stanza', listener);
+  });
 }
