@@ -1,8 +1,11 @@
 // Proves the Prosody harness the federation tests stand on: Prosody starts on its own loopback
 // address, its users log in over STARTTLS with the test CA's certificate and chat, and its
 // resolver finds `parley.test` through the test's own hosts file (a plain TCP listener on that
-// address sees Prosody's s2s stream arrive), while unknown names fail locally.
+// address sees Prosody's s2s stream arrive), while unknown names fail locally; and a test process
+// that dies outright takes its Prosody with it.
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { xml } from '@xmpp/client';
@@ -17,6 +20,7 @@ process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
 /** Addresses of their own, so this file can run beside the federation tests (127.0.0.2/.3). */
 const PROSODY_IP = '127.0.0.5';
 const FAKE_PARLEY_IP = '127.0.0.4';
+const ORPHAN_IP = '127.0.0.6';
 
 async function run(): Promise<void> {
   const fakeParley = net.createServer();
@@ -98,6 +102,39 @@ async function run(): Promise<void> {
     const error = await bounce;
     t.equal(error.attrs.id, 'to-nowhere');
     t.ok(error.getChild('error')?.getChild('remote-server-not-found', 'urn:ietf:params:xml:ns:xmpp-stanzas'), 'remote-server-not-found');
+  });
+
+  t.test('a test process killed outright leaves no Prosody behind', async (t) => {
+    // A child process starts a Prosody, then dies by SIGKILL: no exit handler runs, so only the
+    // guard's watch on its stdin can stop Prosody.
+    const helper = new URL('../helpers/prosody.ts', import.meta.url).href;
+    const script = [
+      `import { startProsody } from ${JSON.stringify(helper)};`,
+      `const p = await startProsody({ domain: 'orphan.test', ip: '${ORPHAN_IP}' });`,
+      'console.log(`started ${p.dir}`);',
+      "process.kill(process.pid, 'SIGKILL');",
+    ].join('\n');
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, sig) => resolve(sig)));
+    t.equal(signal, 'SIGKILL', 'the child died by SIGKILL');
+    const dir = /started (\S+)/.exec(out)?.[1];
+    t.ok(dir, 'after its Prosody had started');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    // Prosody takes a moment to shut down; poll until its c2s port refuses connections.
+    let listening = true;
+    for (let i = 0; i < 100 && listening; i++) {
+      listening = await new Promise<boolean>((resolve) => {
+        const s = net.connect({ host: ORPHAN_IP, port: 5222 }, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      });
+      if (listening) await new Promise((r) => setTimeout(r, 100));
+    }
+    t.notOk(listening, 'the orphaned Prosody has stopped');
   });
 }
 
