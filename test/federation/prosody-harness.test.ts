@@ -10,7 +10,7 @@ import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { xml } from '@xmpp/client';
 import t from 'tap';
-import { nextStanza as next, prosodyClient, prosodyMissing, startProsody } from '../helpers/prosody.js';
+import { canConnect, nextStanza as next, prosodyClient, prosodyMissing, startProsody } from '../helpers/prosody.js';
 import { testCa } from '../helpers/test-ca.js';
 
 // xmpp.js takes no TLS options (it cannot be given our CA), so Node's check is off for it; the
@@ -125,13 +125,7 @@ async function run(): Promise<void> {
     // Prosody takes a moment to shut down; poll until its c2s port refuses connections.
     let listening = true;
     for (let i = 0; i < 100 && listening; i++) {
-      listening = await new Promise<boolean>((resolve) => {
-        const s = net.connect({ host: ORPHAN_IP, port: 5222 }, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.once('error', () => resolve(false));
-      });
+      listening = await canConnect(ORPHAN_IP, 5222);
       if (listening) await new Promise((r) => setTimeout(r, 100));
     }
     t.notOk(listening, 'the orphaned Prosody has stopped');

@@ -166,7 +166,8 @@ function installExitHook(): void {
   });
 }
 
-function canConnect(ip: string, port: number): Promise<boolean> {
+/** Does something accept TCP connections there? */
+export function canConnect(ip: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: ip, port });
     socket.once('connect', () => {
