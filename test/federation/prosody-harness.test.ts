@@ -122,10 +122,10 @@ async function run(): Promise<void> {
     const dir = /started (\S+)/.exec(out)?.[1];
     t.ok(dir, 'after its Prosody had started');
     if (dir) rmSync(dir, { recursive: true, force: true });
-    // Prosody takes a moment to shut down; poll until its c2s port refuses connections.
+    // Prosody takes a moment to shut down; poll until its c2s port (the helper's default) refuses.
     let listening = true;
     for (let i = 0; i < 100 && listening; i++) {
-      listening = await canConnect(ORPHAN_IP, 5222);
+      listening = await canConnect(ORPHAN_IP, 15222);
       if (listening) await new Promise((r) => setTimeout(r, 100));
     }
     t.notOk(listening, 'the orphaned Prosody has stopped');

@@ -1,6 +1,5 @@
 // Runs Debian's Prosody (0.12) for federation tests: its own config, data, log and certificates
-// in a temporary directory, bound to one loopback address so several servers on one machine each
-// keep the standard ports.
+// in a temporary directory, bound to one loopback address of its own.
 //
 // Prosody has no static routes: it finds a peer through DNS (SRV, then the A record, port 5269).
 // Its resolver is libunbound, configured from the global `unbound` table; `hoststxt` names a
@@ -42,7 +41,9 @@ export interface ProsodyOptions {
   domain: string;
   /** The loopback address Prosody's c2s and s2s listeners bind to. */
   ip: string;
+  /** Default 15222. */
   c2sPort?: number;
+  /** Default 15269. */
   s2sPort?: number;
   /** Name -> address entries for Prosody's resolver (its own hosts file), e.g. `{ 'parley.test': '127.0.0.2' }`. */
   hosts?: Record<string, string>;
@@ -187,7 +188,10 @@ function tail(text: string, lines = 60): string {
 export async function startProsody(options: ProsodyOptions): Promise<ProsodyServer> {
   const missing = prosodyMissing();
   if (missing) throw new Error(missing);
-  const o = { c2sPort: 5222, s2sPort: 5269, ...options };
+  // Not the standard ports: a server listening on 5222 or 5269 on every address (a Parley
+  // started with its defaults, a system Prosody) would keep these from binding. Peers reach this
+  // Prosody through static routes, so nothing needs it on 5269.
+  const o = { c2sPort: 15222, s2sPort: 15269, ...options };
   const dir = mkdtempSync(path.join(tmpdir(), 'parley-prosody-'));
   const dataDir = path.join(dir, 'data');
   mkdirSync(dataDir);
