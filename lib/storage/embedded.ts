@@ -7,7 +7,13 @@
 // on the next open. What NORMAL gives up compared to FULL is the fsync on every commit, so only an
 // operating-system crash or power loss can roll back the last few commits (the file itself stays
 // consistent either way). FULL would cost a disk flush per stored message; the production driver
-// for deployments that need power-loss durability is MongoDB with journaled writes.
+// for deployments that need power-loss durability is MongoDB with journaled writes. The offline
+// spool's guarantee (a stored message survives kill -9) rests on exactly this.
+//
+// Throughput: writes of one event-loop turn share one commit (group commit, see write()), and
+// their promises resolve only after it, so the guarantee above holds for every resolved write.
+// The fsyncs NORMAL still costs happen at checkpoints, which a worker thread runs on a connection
+// of its own (checkpointer.ts) so that they never stall the event loop.
 //
 // Concurrency: better-sqlite3 is synchronous, so every statement runs to completion on the event
 // loop and statements of this process never interleave. A second process (the admin CLI while the
@@ -22,6 +28,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from '../log.js';
+import { BackgroundCheckpointer } from './checkpointer.js';
 import { newId } from './ids.js';
 import {
   StorageError,
@@ -44,6 +51,13 @@ const PURGE_BATCH = 500;
 /** Batches per purge run before yielding to the event loop. */
 const PURGE_BATCHES_PER_RUN = 20;
 const SCHEMA_VERSION = 1;
+const DEFAULT_CHECKPOINT_INTERVAL_MS = 100;
+/**
+ * WAL size (in pages) at which the writer checkpoints inline although the background thread
+ * does it (checkpointer.ts): only a bound should that thread fall behind. 16384 pages of 4 KiB
+ * are journal_size_limit, so the WAL file does not grow past what it is truncated to anyway.
+ */
+const INLINE_CHECKPOINT_PAGES = 16384;
 
 // Owner comes first in every key so that purgeOwner (owner only) and the per-store lookups
 // (owner and store) both use the same indexes; equality on both columns works in either order.
@@ -97,8 +111,18 @@ export interface EmbeddedOptions {
   path: string;
   /** How often expired entries are removed from disk; reads hide them regardless. */
   purgeIntervalMs?: number;
-  /** Where a failed background purge is reported; it is retried on the next interval. */
+  /**
+   * How often a worker thread checkpoints the WAL into the database file (checkpointer.ts);
+   * 0 leaves checkpoints to SQLite, inline on the writer every 1000 pages. Not for ':memory:'.
+   */
+  checkpointIntervalMs?: number;
+  /** Where a failed background purge or checkpoint is reported; both are retried. */
   log?: Logger;
+}
+
+/** The writes of one transaction, told their outcome when it commits or fails. */
+interface Batch {
+  waiters: Array<{ done: () => void; failed: (err: StorageError) => void }>;
 }
 
 interface ValueRow { value: string; expires_at: number | null }
@@ -125,12 +149,18 @@ export class EmbeddedDriver implements StorageDriver {
   private readonly statements = new Map<string, Statement>();
   private readonly log: Logger | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private readonly checkpointer: BackgroundCheckpointer | undefined;
+  /** Handles of this process with a write batch open. */
+  private static readonly batching = new Set<EmbeddedDriver>();
+  /** The open transaction of this event-loop turn's writes (see write()). */
+  private batch: Batch | undefined;
   private closed = false;
 
-  private constructor(db: Db, options: EmbeddedOptions) {
+  private constructor(db: Db, options: EmbeddedOptions, checkpointer: BackgroundCheckpointer | undefined) {
     this.db = db;
     this.path = options.path;
     this.log = options.log;
+    this.checkpointer = checkpointer;
     const interval = options.purgeIntervalMs ?? DEFAULT_PURGE_INTERVAL_MS;
     if (interval > 0) {
       this.timer = setInterval(() => this.backgroundPurge(), interval);
@@ -166,7 +196,13 @@ export class EmbeddedDriver implements StorageDriver {
       if (err instanceof StorageError) throw err;
       throw new StorageError('io', `cannot open ${options.path}: ${(err as Error).message}`, { cause: err });
     }
-    return new EmbeddedDriver(db, options);
+    const interval = options.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS;
+    let checkpointer: BackgroundCheckpointer | undefined;
+    if (!memory && interval > 0) {
+      db.pragma(`wal_autocheckpoint = ${INLINE_CHECKPOINT_PAGES}`);
+      checkpointer = BackgroundCheckpointer.start({ path: options.path, intervalMs: interval, log: options.log });
+    }
+    return new EmbeddedDriver(db, options, checkpointer);
   }
 
   keyval<V extends Json = Json>(store: string): KeyValStore<V> {
@@ -186,7 +222,7 @@ export class EmbeddedDriver implements StorageDriver {
 
   async purgeOwner(owner: string): Promise<void> {
     checkName('owner', owner);
-    this.exec(() => this.transaction(() => {
+    await this.write(() => this.transaction(() => {
       this.stmt('DELETE FROM kv_items WHERE owner = ?').run(owner);
       this.stmt('DELETE FROM map_items WHERE owner = ?').run(owner);
       this.stmt('DELETE FROM archive_items WHERE owner = ?').run(owner);
@@ -207,6 +243,10 @@ export class EmbeddedDriver implements StorageDriver {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    // Writes already run are committed, not dropped: their callers are waiting for this commit.
+    if (this.batch) this.commitBatch(this.batch);
+    // First, so that this connection is the last one and its close checkpoints and removes the WAL.
+    await this.checkpointer?.stop();
     this.statements.clear();
     try {
       // Lets SQLite refresh its planner statistics when they went stale; cheap when they did not.
@@ -225,6 +265,76 @@ export class EmbeddedDriver implements StorageDriver {
     } catch (err) {
       throw toStorageError(err);
     }
+  }
+
+  /**
+   * @internal Runs a write at once, inside the transaction of the current event-loop turn
+   * (group commit), and resolves once that transaction has committed. Every write issued before
+   * the loop reaches its check phase (all sessions whose data arrived in the same poll, or writes a
+   * caller issues together) shares one commit: a commit writes each page it changed to the WAL, and
+   * writes that touch the same pages (the end of the same indexes) then write them once. A failing
+   * write fails alone: a statement that fails undoes only itself, and multi-statement writes run
+   * in a savepoint (transaction() nests). Reads on this connection see a write as soon as it ran;
+   * they are told nothing about durability, and a write is only reported done after its commit.
+   */
+  write<T>(fn: () => T): Promise<T> {
+    let batch: Batch;
+    const result = this.exec(() => {
+      batch = this.batch ?? this.openBatch();
+      try {
+        return fn();
+      } catch (err) {
+        // Some failures (I/O, a full disk) roll back the whole transaction, and with it the
+        // writes that ran before this one: they must not be reported as done.
+        if (!this.db.inTransaction) this.failBatch(batch, err);
+        throw err;
+      }
+    });
+    return new Promise<T>((resolve, reject) => {
+      batch.waiters.push({ done: () => resolve(result), failed: reject });
+    });
+  }
+
+  private openBatch(): Batch {
+    // Another handle of this process (tests, a CLI command run in-process) holding the write lock
+    // until its own commit would make BEGIN wait for a commit this same thread has to run: it
+    // commits now instead.
+    for (const other of EmbeddedDriver.batching) if (other.batch) other.commitBatch(other.batch);
+    this.stmt('BEGIN IMMEDIATE').run();
+    EmbeddedDriver.batching.add(this);
+    const batch: Batch = { waiters: [] };
+    this.batch = batch;
+    setImmediate(() => this.commitBatch(batch));
+    return batch;
+  }
+
+  private commitBatch(batch: Batch): void {
+    if (this.batch !== batch) return;
+    this.batch = undefined;
+    EmbeddedDriver.batching.delete(this);
+    try {
+      this.stmt('COMMIT').run();
+    } catch (err) {
+      this.failBatch(batch, err);
+      return;
+    }
+    for (const w of batch.waiters) w.done();
+  }
+
+  private failBatch(batch: Batch, err: unknown): void {
+    if (this.batch === batch) {
+      this.batch = undefined;
+      EmbeddedDriver.batching.delete(this);
+    }
+    try {
+      if (this.db.inTransaction) this.stmt('ROLLBACK').run();
+    } catch {
+      // Nothing more to undo: the transaction is gone either way.
+    }
+    const cause = toStorageError(err);
+    const failure = new StorageError(cause.code === 'closed' ? 'closed' : 'io',
+      `the write was rolled back: ${cause.message}`, { cause });
+    for (const w of batch.waiters.splice(0)) w.failed(failure);
   }
 
   /** @internal A prepared statement, prepared once per SQL text. */
@@ -330,7 +440,7 @@ class EmbeddedKeyVal<V extends Json> implements KeyValStore<V> {
   async set(owner: string, value: V, options?: WriteOptions): Promise<void> {
     checkName('owner', owner);
     const text = encode(value);
-    this.d.exec(() => {
+    await this.d.write(() => {
       this.d.stmt('INSERT INTO kv_items (owner, store, value, expires_at) VALUES (?, ?, ?, ?) ' +
         'ON CONFLICT (owner, store) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at')
         .run(owner, this.store, text, expiry(options, Date.now()));
@@ -339,7 +449,7 @@ class EmbeddedKeyVal<V extends Json> implements KeyValStore<V> {
 
   async delete(owner: string): Promise<boolean> {
     checkName('owner', owner);
-    return this.d.exec(() => {
+    return this.d.write(() => {
       // An expired entry is removed too, but it was already invisible, so it does not count.
       const row = this.d.stmt('DELETE FROM kv_items WHERE owner = ? AND store = ? RETURNING expires_at')
         .get(owner, this.store) as { expires_at: number | null } | undefined;
@@ -382,7 +492,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
     checkName('owner', owner);
     checkKey(key);
     const text = encode(value);
-    this.d.exec(() => {
+    await this.d.write(() => {
       this.d.stmt('INSERT INTO map_items (owner, store, key, value, expires_at) VALUES (?, ?, ?, ?, ?) ' +
         'ON CONFLICT (owner, store, key) DO UPDATE SET value = excluded.value, ' +
         'expires_at = excluded.expires_at')
@@ -394,7 +504,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
     checkName('owner', owner);
     checkKey(key);
     const text = encode(value);
-    return this.d.exec(() => {
+    return this.d.write(() => {
       const now = Date.now();
       // One statement: insert, or overwrite only a row that has expired; otherwise change nothing.
       const { changes } = this.d.stmt(
@@ -419,7 +529,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
 
   async keys(owner: string): Promise<string[]> {
     checkName('owner', owner);
-    return this.d.exec(() => {
+    return this.d.write(() => {
       const rows = this.d.stmt('SELECT key FROM map_items WHERE owner = ? AND store = ? ' +
         `AND ${LIVE} ORDER BY key`).all(owner, this.store, Date.now()) as Array<{ key: string }>;
       return rows.map((r) => r.key);
@@ -437,7 +547,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
 
   async clear(owner: string): Promise<number> {
     checkName('owner', owner);
-    return this.d.exec(() => this.d.transaction(() => {
+    return this.d.write(() => this.d.transaction(() => {
       const now = Date.now();
       // Expired rows go first and uncounted, so the result is what a reader could still see.
       this.d.stmt('DELETE FROM map_items WHERE owner = ? AND store = ? AND expires_at <= ?')
@@ -452,7 +562,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
     if (typeof by !== 'number' || !Number.isFinite(by)) {
       throw new StorageError('invalid', 'increment must be a finite number');
     }
-    return this.d.exec(() => this.d.transaction(() => {
+    return this.d.write(() => this.d.transaction(() => {
       const now = Date.now();
       const row = this.d.stmt('SELECT value, expires_at FROM map_items WHERE owner = ? AND store = ? ' +
         'AND key = ?').get(owner, this.store, key) as ValueRow | undefined;
@@ -496,7 +606,7 @@ class EmbeddedArchive<V extends Json> implements ArchiveStore<V> {
     checkTime('ts', ts);
     if (item.with !== undefined) checkName('with', item.with);
     const text = encode(item.value);
-    return this.d.exec(() => {
+    return this.d.write(() => {
       const now = Date.now();
       const insert = this.d.stmt('INSERT INTO archive_items (owner, store, id, ts, with_jid, value, ' +
         'expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
@@ -573,7 +683,7 @@ class EmbeddedArchive<V extends Json> implements ArchiveStore<V> {
   async delete(owner: string, query: ArchiveQuery): Promise<number> {
     checkName('owner', owner);
     checkQuery(query ?? {});
-    return this.d.exec(() => this.d.transaction(() => {
+    return this.d.write(() => this.d.transaction(() => {
       const where = this.where(owner, query ?? {}, Date.now());
       return this.d.stmt(`DELETE FROM archive_items ${where.index} WHERE ${where.sql}`).run(...where.params).changes;
     }));
@@ -581,7 +691,7 @@ class EmbeddedArchive<V extends Json> implements ArchiveStore<V> {
 
   async clear(owner: string): Promise<number> {
     checkName('owner', owner);
-    return this.d.exec(() => this.d.transaction(() => {
+    return this.d.write(() => this.d.transaction(() => {
       this.d.stmt('DELETE FROM archive_items WHERE owner = ? AND store = ? AND expires_at <= ?')
         .run(owner, this.store, Date.now());
       return this.d.stmt('DELETE FROM archive_items WHERE owner = ? AND store = ?').run(owner, this.store).changes;

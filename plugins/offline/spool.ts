@@ -152,15 +152,22 @@ export class Spool {
     }
     const now = Date.now();
     const { copy, id } = spoolCopy(ev.stanza, user, this.d.host, newId(now), this.d.stanzaIdsAssigned(), now);
+    // Issued together so that the store commits both at once (one commit per stored message).
+    const stored = this.d.messages.append(user, { id, ts: now, with: ev.from.bare, value: serialize(copy) }, this.ttl());
+    const counted = this.setIndex(user, known + 1);
     try {
-      await this.d.messages.append(user, { id, ts: now, with: ev.from.bare, value: serialize(copy) }, this.ttl());
+      await stored;
     } catch (err) {
+      await counted.catch(() => undefined);
       // The same message (same stanza-id) offered twice, e.g. two copies of a message handed
-      // back by two dying sessions: it is stored once.
-      if (err instanceof StorageError && err.code === 'conflict') return 'duplicate';
+      // back by two dying sessions: it is stored once, and counted once.
+      if (err instanceof StorageError && err.code === 'conflict') {
+        await this.setIndex(user, known);
+        return 'duplicate';
+      }
       throw err;
     }
-    await this.setIndex(user, known + 1);
+    await counted;
     this.counters.stored++;
     return id;
   }

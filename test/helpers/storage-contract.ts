@@ -507,6 +507,39 @@ export function storageContract(tap: Test, name: string, open: () => Promise<Sto
     tt.pass('purging an owner without data is fine');
   });
 
+  // A driver may commit writes issued together as one (group commit); each must still succeed or
+  // fail on its own, in the order issued, and be readable once its promise resolved.
+  withDriver('writes issued together succeed or fail each on its own', async (tt, d) => {
+    const alice = user('alice');
+    const a = d.archive<number>('offline');
+    const m = d.map<number>('offline_index');
+    await a.append(alice, { id: 'taken', value: 0 });
+    const results = await Promise.allSettled([
+      a.append(alice, { id: 'n1', value: 1 }),
+      m.set('example.com', alice, 1),
+      a.append(alice, { id: 'taken', value: 9 }),
+      a.append(alice, { id: 'n2', value: 2 }),
+      m.increment(alice, 'count'),
+      m.increment(alice, 'count'),
+    ]);
+    tt.same(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    const failed = results[2] as PromiseRejectedResult;
+    tt.ok(failed.reason instanceof StorageError && failed.reason.code === 'conflict', 'the taken id is a conflict');
+    tt.same(results.slice(4).map((r) => (r as PromiseFulfilledResult<number>).value), [1, 2], 'increments in order');
+    tt.same((await a.query(alice)).items.map((i) => [i.id, i.value]), [['taken', 0], ['n1', 1], ['n2', 2]],
+      'the others were stored, in the order issued, and the conflict changed nothing');
+    tt.equal(await m.get('example.com', alice), 1);
+  });
+
+  withDriver('a write issued together with a read is seen by reads after it resolved', async (tt, d) => {
+    const alice = user('alice');
+    const a = d.archive<string>('mam');
+    const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => a.append(alice, { value: `v${i}` })));
+    tt.equal(new Set(ids).size, 20, 'each got its own id');
+    const page = await a.query(alice);
+    tt.same(page.items.map((i) => i.value), Array.from({ length: 20 }, (_, i) => `v${i}`), 'archive order is issue order');
+  });
+
   tap.test(`${name}: calls after close reject with 'closed'`, async (tt) => {
     const d = await open();
     const alice = user('alice');

@@ -1,6 +1,6 @@
 // Behaviour specific to the embedded driver, beyond the shared contract: file setup, WAL, the
 // expiry purge, page caps, schema versioning and several handles on one file.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -117,6 +117,61 @@ t.test('the timer does not keep the process alive', async (t) => {
   t.equal(timer.hasRef(), false, 'unref\'d');
   await d.close();
   t.equal((d as unknown as { timer?: NodeJS.Timeout }).timer, undefined, 'cleared on close');
+});
+
+/** Size of the database file itself: what checkpoints copied there from the WAL. */
+const mainFileSize = (path: string): number => statSync(path).size;
+
+t.test('a worker thread checkpoints the WAL into the database file', async (t) => {
+  const write = async (path: string, checkpointIntervalMs: number): Promise<EmbeddedDriver> => {
+    const d = EmbeddedDriver.open({ path, checkpointIntervalMs, purgeIntervalMs: 0 });
+    const a = d.archive<string>('a');
+    // Issued together, so one commit of about 100 pages: far below the 1000 at which SQLite
+    // itself would checkpoint.
+    await Promise.all(Array.from({ length: 200 }, () => a.append('o@example.com', { value: 'x'.repeat(2000) })));
+    return d;
+  };
+  const inline = freshPath();
+  const control = await write(inline, 0);
+  await sleep(200);
+  t.ok(mainFileSize(inline) < 100_000, 'without the thread the data stays in the WAL for now');
+  await control.close();
+
+  const path = freshPath();
+  const d = await write(path, 10);
+  t.teardown(() => d.close());
+  const deadline = Date.now() + 10_000;
+  while (mainFileSize(path) < 400_000 && Date.now() < deadline) await sleep(20);
+  t.ok(mainFileSize(path) >= 400_000, 'the committed pages reached the database file');
+  t.equal((await d.archive<string>('a').count('o@example.com')), 200, 'and all of them are readable');
+  await d.close();
+  t.notOk(existsSync(`${path}-wal`), 'closing stopped the thread first, so the last close removed the WAL');
+});
+
+t.test('close commits the writes still waiting for their commit', async (t) => {
+  const path = freshPath();
+  const d = EmbeddedDriver.open({ path });
+  const pending = d.map<number>('m').set('a@example.com', 'k', 7);
+  await d.close();
+  await pending;
+  t.pass('the write resolved');
+  const again = EmbeddedDriver.open({ path });
+  t.teardown(() => again.close());
+  t.equal(await again.map<number>('m').get('a@example.com', 'k'), 7, 'and it is on disk');
+});
+
+t.test('another connection sees a write only once it is reported done', async (t) => {
+  const path = freshPath();
+  const d = EmbeddedDriver.open({ path });
+  t.teardown(() => d.close());
+  await d.keyval<string>('kv').set('warm@example.com', 'up');
+  const other = new Database(path, { readonly: true });
+  t.teardown(() => other.close());
+  const read = (): unknown => other.prepare("SELECT count(*) AS n FROM kv_items WHERE owner = 'a@example.com'").get();
+  const pending = d.keyval<string>('kv').set('a@example.com', 'v');
+  t.same(read(), { n: 0 }, 'not committed while its promise is pending');
+  await pending;
+  t.same(read(), { n: 1 }, 'committed when it resolves');
 });
 
 t.test('archive pages are capped at MAX_PAGE', async (t) => {
