@@ -118,6 +118,8 @@ function configText(o: Required<Pick<ProsodyOptions, 'domain' | 'ip' | 'c2sPort'
     'https_ports = { }',
     'modules_enabled = { "roster", "saslauth", "tls", "dialback", "disco", "ping", "presence", "message", "iq" }',
     'authentication = "internal_hashed"',
+    // The RFC 7677 minimum: xmpp.js computes SCRAM in JavaScript, and 10000 rounds cost seconds per login.
+    'default_iteration_count = 4096',
     'storage = "internal"',
     'allow_registration = false',
     'c2s_require_encryption = true',
