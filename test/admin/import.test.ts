@@ -18,11 +18,10 @@ import type { Test } from '../helpers/storage-contract.js';
 const bin = fileURLToPath(new URL('../../bin/parleyctl.js', import.meta.url));
 const fixtures = fileURLToPath(new URL('../fixtures/piefxis/', import.meta.url));
 
-function ctl(config: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
-  const started = Date.now();
+function ctl(config: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [bin, '--config', config, ...args], { timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr, ms: Date.now() - started });
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
 }
@@ -79,7 +78,6 @@ t.test(`${USERS} users from one file, imported without a server, then logged in`
   t.match(run.stdout, new RegExp(`^imported ${USERS} users \\(${USERS} new, 0 updated\\) on 1 host in \\d+\\.\\d s\\n`), 'the summary line');
   t.match(run.stdout, new RegExp(`^rosters: ${USERS} users, ${USERS} contacts, 0 pending subscription requests$`, 'm'));
   t.equal(run.stderr, '', 'no progress bar off a terminal');
-  t.ok(run.ms < 60_000, `imported in well under a minute (${(run.ms / 1000).toFixed(1)} s, process start included)`);
   const listed = await ctl(config, 'users', 'localhost');
   t.equal(listed.stdout.trim().split('\n').length, USERS, 'every user is there');
 

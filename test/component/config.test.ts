@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import t from 'tap';
 import { parseConfig } from '../../lib/config/load.js';
 import { testConfigText, startTestServer } from '../helpers/server.js';
-import { connectComponent, openComponentStream } from './component-client.js';
+import { connectComponent, openComponentStream } from '../helpers/component-client.js';
 
 const LISTEN = ['  - port: 0', '    ip: 127.0.0.1', '    module: component'].join('\n');
 

@@ -3,7 +3,7 @@ import tls from 'node:tls';
 import t from 'tap';
 import { RawClient } from '../helpers/raw-client.js';
 import { startTestServer } from '../helpers/server.js';
-import { componentHeader, connectComponent, digest, headerOf, openComponentStream } from './component-client.js';
+import { componentHeader, connectComponent, digest, headerOf, openComponentStream } from '../helpers/component-client.js';
 
 const SECRET = 'a-long-random-secret-0123456789';
 const srv = await startTestServer({

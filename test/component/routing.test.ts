@@ -3,7 +3,7 @@
 import t from 'tap';
 import { RawClient } from '../helpers/raw-client.js';
 import { startTestServer } from '../helpers/server.js';
-import { connectComponent } from './component-client.js';
+import { connectComponent } from '../helpers/component-client.js';
 
 const srv = await startTestServer({
   listen: ['  - port: 0', '    ip: 127.0.0.1', '    module: component'].join('\n'),

@@ -57,6 +57,9 @@ export function testConfigText(dataDir: string, o: TestServerOptions = {}): stri
     'modules:',
     o.modules ?? '  disco: {}\n  ping: {}\n  version: {}\n  time: {}',
     o.yaml ?? '',
+    // Outgoing federation would look up made-up remote domains in the real DNS; tests that
+    // federate configure their own `s2s:` section with static routes.
+    /^s2s:/m.test(o.yaml ?? '') ? '' : 's2s:\n  enabled: false',
   ].join('\n');
 }
 

@@ -9,8 +9,8 @@ import type { Element } from 'ltx';
 import t from 'tap';
 import { writeTestCerts } from '../helpers/test-ca.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { startPair, type Pair } from './pair.js';
-import { RawPeer } from './raw-peer.js';
+import { startPair, type Pair } from '../helpers/s2s-pair.js';
+import { RawPeer } from '../helpers/s2s-raw-peer.js';
 
 const certDir = mkdtempSync(path.join(tmpdir(), 'parley-s2s-certs-'));
 t.teardown(() => rmSync(certDir, { recursive: true, force: true }));

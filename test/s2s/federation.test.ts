@@ -3,7 +3,7 @@
 // certificates, which neither trusts, so the streams authenticate with dialback.
 import t from 'tap';
 import { RawClient } from '../helpers/raw-client.js';
-import { startPair } from './pair.js';
+import { startPair } from '../helpers/s2s-pair.js';
 
 const pair = await startPair();
 t.teardown(() => pair.close());

@@ -11,8 +11,8 @@ import type { RosterApi } from '../../plugins/roster/api.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { startTestServer } from '../helpers/server.js';
 import { issueLeaf, writeTestCerts } from '../helpers/test-ca.js';
-import { IM_MODULES, S2S_LISTEN, routeYaml, startPair } from './pair.js';
-import { RawPeer } from './raw-peer.js';
+import { IM_MODULES, S2S_LISTEN, routeYaml, startPair } from '../helpers/s2s-pair.js';
+import { RawPeer } from '../helpers/s2s-raw-peer.js';
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 const certDir = mkdtempSync(path.join(tmpdir(), 'parley-s2s-limits-'));

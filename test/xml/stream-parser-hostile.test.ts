@@ -156,16 +156,13 @@ t.test('depth limit', async (t) => {
 
   const r = run();
   saxChars = 0;
-  const started = performance.now();
   r.parser.write(`${HEADER}<message/>${'<a>'.repeat(10000)}${'</a>'.repeat(10000)}`);
-  const ms = performance.now() - started;
   t.same(r.errors.map((e) => e.condition), ['policy-violation']);
   t.match(r.errors[0]!.text, /maxDepth/);
   t.equal(r.stanzas.length, 1, 'the stanza before is delivered');
   // saxes stopped right at the 65th '<a>' instead of reading all 10,000.
   const stopAt = HEADER.length + '<message/>'.length + 65 * 3;
   t.equal(saxPosition, stopAt, 'tokenizer stopped at depth maxDepth+1');
-  t.ok(ms < 200, `refused in ${ms.toFixed(1)} ms`);
 });
 
 t.test('attribute limit counts namespace declarations', async (t) => {
@@ -208,15 +205,13 @@ t.test('a 32 MB attribute is refused fast, having read only maxStanzaBytes', asy
   for (const chunkSize of [64 * 1024, body.length]) {
     const r = run();
     saxChars = 0;
-    const started = performance.now();
     r.parser.write(head);
     for (let i = 0; i < body.length; i += chunkSize) r.parser.write(body.subarray(i, i + chunkSize));
     r.parser.write("'/>");
-    const ms = performance.now() - started;
     t.same(r.errors.map((e) => e.condition), ['policy-violation'], `chunks of ${chunkSize}`);
     t.match(r.errors[0]!.text, /maxStanzaBytes/);
+    // Fast because bounded: the tokenizer never reads past the limit (timing is the bench's job).
     t.ok(saxChars <= head.length + 262144 + 1, `saxes saw ${saxChars} characters`);
-    t.ok(ms < 500, `refused in ${ms.toFixed(0)} ms`);
   }
 });
 

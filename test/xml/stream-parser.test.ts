@@ -284,22 +284,18 @@ t.test('an attribute named __proto__ survives', async (t) => {
   t.same(Object.entries(r.headers[0]!.attrs), [['__proto__', 'z']]);
 });
 
-t.test('20,000 stanzas parse well under a second', async (t) => {
+// Parser speed is measured by `npm run bench`, not here: this checks that a long stream cut into
+// 16 KiB chunks (splitting stanzas and multibyte characters anywhere) yields every stanza intact.
+t.test('20,000 stanzas in 16 KiB chunks all arrive intact', async (t) => {
   const one = (i: number) => `<message to='juliet@example.com/balcony' from='romeo@example.net/orchard' type='chat' id='m${i}'>`
     + `<body>Wherefore art thou, Romeo? ${i} 😀</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>`;
   const bytes = Buffer.from(Array.from({ length: 20000 }, (_, i) => one(i)).join(''));
-  // Best of three: the target is about steady state, not JIT warm-up or a busy test machine.
-  let best = Infinity;
-  for (let pass = 0; pass < 3; pass++) {
-    const r = run();
-    r.parser.write(HEADER);
-    const started = performance.now();
-    for (let i = 0; i < bytes.length; i += 16384) r.parser.write(bytes.subarray(i, i + 16384));
-    best = Math.min(best, performance.now() - started);
-    t.equal(r.stanzas.length, 20000);
-  }
-  // About 100 ms uninstrumented; the bound leaves room for coverage and a busy machine.
-  t.ok(best < 1500, `20,000 stanzas in ${best.toFixed(0)} ms`);
+  const r = run();
+  r.parser.write(HEADER);
+  for (let i = 0; i < bytes.length; i += 16384) r.parser.write(bytes.subarray(i, i + 16384));
+  t.equal(r.stanzas.length, 20000);
+  t.equal(r.stanzas[12345]!.attrs.id, 'm12345');
+  t.equal(r.stanzas[19999]!.getChildText('body'), 'Wherefore art thou, Romeo? 19999 😀');
 });
 
 t.test('round trip: parse -> toString -> parse is stable', async (t) => {
@@ -334,7 +330,6 @@ t.test('keepalive whitespace', async (t) => {
   r.parser.write(HEADER);
   saxChars = 0;
   const ws = ' \n\t\r '.repeat(200);
-  const started = performance.now();
   let total = 0;
   while (total < 10 * 1024 * 1024) {
     r.parser.write(Buffer.from(ws));
@@ -345,10 +340,8 @@ t.test('keepalive whitespace', async (t) => {
   // And the same volume as one write.
   r.parser.write(' '.repeat(10 * 1024 * 1024));
   r.parser.write('<presence/>');
-  const ms = performance.now() - started;
   t.same(r.events.slice(1), ['stanza <presence/>', 'stanza <presence/>']);
-  // The real guarantee is the count below; the time is a sanity check with room for coverage.
-  t.ok(ms < 2000, `20 MB of keepalives in ${ms.toFixed(0)} ms`);
+  // The guarantee: the tokenizer never sees keepalive whitespace (so it costs no parse time).
   t.equal(saxChars, 2 * '<presence/>'.length, 'the tokenizer never saw the whitespace');
 
   // Whitespace that arrives in the same chunk as a stanza's end reaches saxes, but only that.

@@ -3,7 +3,7 @@
 // A then starts routed to B, and B's config is rewritten with A's port and reloaded (routes are
 // read per connection, so a reload is all it takes).
 import { readFileSync, writeFileSync } from 'node:fs';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer } from './server.js';
 
 export const S2S_LISTEN = '  - port: 0\n    ip: 127.0.0.1\n    module: s2s';
 export const IM_MODULES = '  disco: {}\n  ping: {}\n  roster: {}\n  presence: {}\n  muc: {}';

@@ -3,7 +3,7 @@
 // can also write anything at all on the stream.
 import { createHash } from 'node:crypto';
 import type { Element } from 'ltx';
-import { RawClient } from '../helpers/raw-client.js';
+import { RawClient } from './raw-client.js';
 
 export const componentHeader = (to: string, ns = 'jabber:component:accept'): string =>
   `<?xml version='1.0'?><stream:stream xmlns='${ns}' xmlns:stream='http://etherx.jabber.org/streams' to='${to}'>`;
