@@ -19,6 +19,10 @@ export interface PairOptions {
   /** Extra domains routed to B (e.g. conference.b.test) */
   bDomains?: string[];
   listenTls?: boolean;
+  /** Extra `listen:` items of A (e.g. a component listener). */
+  aListen?: string;
+  /** Extra domains served by A that B routes to A (e.g. an external component's). */
+  bRoutesToA?: string[];
 }
 
 export interface Pair {
@@ -51,12 +55,14 @@ export async function startPair(o: PairOptions = {}): Promise<Pair> {
   for (const d of o.bDomains ?? ['conference.b.test']) bRoutes[d] = bPort;
   const a = await startTestServer({
     hosts: ['a.test'],
-    listen: listen(tls),
+    listen: [listen(tls), o.aListen ?? ''].join('\n'),
     modules: o.modules ?? IM_MODULES,
     yaml: [o.aYaml ?? '', s2sSection(o.aS2s, routeYaml(bRoutes, tls))].join('\n'),
   });
   const aPort = a.ports('s2s')[0]!;
-  const text = readFileSync(b.configFile, 'utf8').replace(/^s2s:$/m, `s2s:\n${routeYaml({ 'a.test': aPort, 'conference.a.test': aPort }, tls)}`);
+  const aRoutes: Record<string, number> = { 'a.test': aPort, 'conference.a.test': aPort };
+  for (const d of o.bRoutesToA ?? []) aRoutes[d] = aPort;
+  const text = readFileSync(b.configFile, 'utf8').replace(/^s2s:$/m, `s2s:\n${routeYaml(aRoutes, tls)}`);
   writeFileSync(b.configFile, text);
   await b.server.reload();
   return {
