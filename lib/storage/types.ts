@@ -2,6 +2,11 @@
 // Values are JSON-serialisable; stanzas are stored as their XML string.
 // `owner` is who the data belongs to: a bare JID for user data, a host name for host-wide data.
 // Every call is async even when a driver is synchronous, so drivers can be swapped.
+// A write's promise resolves once the write is durable as the driver defines it (the embedded
+// driver: committed to its WAL, so it survives the process being killed). Writes issued without
+// awaiting each other may share one commit (the embedded driver commits every write of one
+// event-loop turn together), which is how a caller makes related writes cheap; each still
+// succeeds or fails on its own, and only awaited writes are ordered.
 
 /** JSON-serialisable value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
