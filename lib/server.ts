@@ -110,6 +110,7 @@ export class Server implements ServerApi {
       settings: () => ({
         xmlLimits: this.xmlLimits(),
         handshakeTimeoutMs: this.config.core.limits.component_handshake_timeout,
+        pingIntervalMs: this.config.core.limits.component_ping_interval,
         sendQueueBytes: this.config.core.limits.component_send_queue,
         fallbackDomain: this.hosts[0]!,
       }),

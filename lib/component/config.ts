@@ -37,6 +37,16 @@ export const componentLimits = {
     max: MAX_TIMER_MS,
     doc: 'time from TCP connect to a successful component handshake',
   }),
+  // Components speak no keepalive of their own, and one that died without closing its TCP
+  // connection would hold its domain (a new connection gets `conflict`) until the kernel gave up
+  // on the socket, which takes many minutes. So a silent component is pinged (XEP-0199) and
+  // dropped when even the ping gets no byte back.
+  component_ping_interval: s.duration({
+    default: '1m',
+    min: 0,
+    max: MAX_TIMER_MS,
+    doc: 'after this long without a byte from a component, ping it; no byte within the same time again closes it; 0 = never',
+  }),
   component_send_queue: s.size({
     default: '4MiB',
     min: '16KiB',

@@ -29,6 +29,7 @@ export interface ComponentServiceDeps {
   settings(): {
     xmlLimits: XmlLimits;
     handshakeTimeoutMs: number;
+    pingIntervalMs: number;
     sendQueueBytes: number;
     fallbackDomain: string;
   };

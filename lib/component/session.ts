@@ -37,6 +37,8 @@ export interface ComponentSessionDeps {
 export interface ComponentSessionOptions {
   xmlLimits: XmlLimits;
   handshakeTimeoutMs: number;
+  /** Silence after which the component is pinged, and then closed if still silent; 0 = never. */
+  pingIntervalMs: number;
   /** Outgoing bytes buffered before the component is dropped as too slow. */
   sendQueueBytes: number;
   /** `from` of the answer to a header that names no usable domain. */
@@ -61,6 +63,10 @@ export class ComponentSession {
   private rate = new StanzaRate(0);
   private rateTimer: NodeJS.Timeout | undefined;
   private readonly handshakeTimer: NodeJS.Timeout;
+  private livenessTimer: NodeJS.Timeout | undefined;
+  /** Whether any byte arrived since the last liveness check, and whether a ping is unanswered. */
+  private heard = true;
+  private pinged = false;
   private readonly log: Logger;
 
   constructor(
@@ -75,7 +81,10 @@ export class ComponentSession {
       streamEnd: () => this.close(),
       error: (err) => this.close(err),
     }, options.xmlLimits);
-    socket.on('data', (chunk: Buffer) => this.parser.write(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      this.heard = true;
+      this.parser.write(chunk);
+    });
     socket.on('error', (err: Error) => this.log.debug('socket error', { err: err.message }));
     socket.on('close', () => this.cleanup());
     this.handshakeTimer = setTimeout(() => {
@@ -227,6 +236,32 @@ export class ComponentSession {
     this.rate = new StanzaRate(config.stanza_rate);
     this.write('<handshake/>');
     this.log.info('component connected', { domain: this.domain });
+    this.watchLiveness();
+  }
+
+  /**
+   * Every interval: a component heard from is fine; one silent for a whole interval is pinged;
+   * one still silent an interval after the ping is gone (any byte counts as an answer, even an
+   * error reply from a component that does not implement ping).
+   */
+  private watchLiveness(): void {
+    const interval = this.options.pingIntervalMs;
+    if (interval <= 0) return;
+    this.livenessTimer = setInterval(() => {
+      if (this.heard) {
+        this.heard = false;
+        this.pinged = false;
+        return;
+      }
+      if (this.pinged) {
+        this.close(new StreamError('connection-timeout', 'no answer to a ping'));
+        return;
+      }
+      this.pinged = true;
+      this.write(`<iq type='get' id='liveness-${Date.now().toString(36)}' from='${escapeAttr(this.options.fallbackDomain)}' `
+        + `to='${escapeAttr(this.domain)}'><ping xmlns='urn:xmpp:ping'/></iq>`);
+    }, interval);
+    this.livenessTimer.unref();
   }
 
   private cleanupDone = false;
@@ -236,6 +271,7 @@ export class ComponentSession {
     this.state = 'closed';
     clearTimeout(this.handshakeTimer);
     clearTimeout(this.rateTimer);
+    clearInterval(this.livenessTimer);
     this.queue.length = 0;
     if (this.claimed) {
       this.deps.release(this.domain, this);
