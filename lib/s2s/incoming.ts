@@ -149,9 +149,13 @@ export class IncomingStream extends ServerStream {
     if (text !== '' && text !== '=') {
       authzid = Buffer.from(text, 'base64').toString('utf8');
     }
+    // A decoded "=" is an authzid no server can have; older Parley sent it meaning "none", so it
+    // is read as no authzid rather than refused.
     const domain = authzid === '' || authzid === '=' ? this.peerDomain : authzid;
-    // XEP-0178 §3: the identity must be the stream's from, and the certificate must name it.
-    if (!domain || domain !== this.peerDomain || !this.externalAllowed(domain)) return fail('not-authorized');
+    // XEP-0178 §3: the identity must be the stream's from (RFC 6120 §6.5.6 invalid-authzid
+    // otherwise), and the certificate must name it.
+    if (domain !== this.peerDomain) return fail('invalid-authzid');
+    if (!domain || !this.externalAllowed(domain)) return fail('not-authorized');
     this.sendElement(xml('success', { xmlns: NS_SASL }));
     this.grant(domain, 'external');
     this.restartStream();

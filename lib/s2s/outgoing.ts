@@ -169,8 +169,10 @@ export class OutgoingStream extends ServerStream {
     if (!this.triedExternal && mechanisms.includes('EXTERNAL')) {
       this.triedExternal = true;
       this.state = 'sasl';
-      // XEP-0178 §3: "=" stands for "the identity in my certificate, which is this stream's from".
-      this.sendElement(xml('auth', { xmlns: NS_SASL, mechanism: 'EXTERNAL' }, Buffer.from('=').toString('base64')));
+      // RFC 6120 §6.4.2: the literal "=" is an empty response (no authzid), so the identity is
+      // the one in our certificate, this stream's from (XEP-0178 §3). Base64 of "=" would be an
+      // authzid of "=", which Prosody rightly refuses.
+      this.sendElement(xml('auth', { xmlns: NS_SASL, mechanism: 'EXTERNAL' }, '='));
       return;
     }
     if (this.o.policy === 'certificate') {

@@ -91,9 +91,13 @@ export class RawPeer {
     return this.open();
   }
 
-  /** SASL EXTERNAL with the stream's from; resolves with success or failure (restarting on success). */
-  async external(): Promise<Element> {
-    this.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>PQ==</auth>");
+  /**
+   * SASL EXTERNAL: with no authzid ("=", the stream's from) or the given one; resolves with
+   * success or failure (restarting the stream on success).
+   */
+  async external(authzid?: string): Promise<Element> {
+    const response = authzid === undefined ? '=' : Buffer.from(authzid).toString('base64');
+    this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>${response}</auth>`);
     const answer = await this.next((el) => el.name === 'success' || el.name === 'failure');
     if (answer.name === 'success') {
       this.parser.reset();

@@ -77,6 +77,18 @@ async function carolServer(): Promise<RawPeer> {
   return peer;
 }
 
+t.test('SASL EXTERNAL for another identity than the stream\'s from is refused with invalid-authzid', async (t) => {
+  const peer = await RawPeer.connect(s2sPort, 'c.test', 'b.test');
+  t.teardown(() => peer.destroy());
+  await peer.open();
+  await peer.starttls({ cert: carol.chainPem, key: carol.keyPem });
+  const answer = await peer.external('a.test');
+  t.equal(answer.name, 'failure');
+  t.ok(answer.getChild('invalid-authzid'), answer.toString());
+  const explicit = await peer.external('c.test');
+  t.equal(explicit.name, 'success', 'the stream\'s own domain as authzid is accepted');
+});
+
 t.test('an authenticated peer delivers; a spoofed from ends its stream', async (t) => {
   const peer = await carolServer();
   t.teardown(() => peer.destroy());
