@@ -20,6 +20,7 @@ export interface Options {
   /** Address messages to the receiver's bare JID (as chat clients do) or to its bound full JID. */
   address: 'bare' | 'full';
   offlineMessages: number;
+  offlinePairs: number;
   /** Room sizes of the MUC fan-out, one measurement each. */
   mucOccupants: number[];
   mucSenders: number;
@@ -48,7 +49,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --messages N           messages: also stop after N measured messages (default: no count limit)
   --body-bytes B         messages: body length in bytes, timestamp included (default 64)
   --address bare|full    messages: send to the receiver's bare JID (default, as chat clients do) or full JID
-  --offline-messages M   offline: messages spooled and delivered (default 5000)
+  --offline-messages M   offline: messages spooled and delivered in each run (default 5000)
+  --offline-pairs P      offline: senders, each to its own offline recipient, in the concurrent run (default 50)
   --muc-occupants LIST   muc: room sizes, comma-separated (default 100,1000); each occupant is a session
   --muc-senders N        muc: occupants that send (default 2)
   --muc-window W         muc: messages per sender not yet delivered to every occupant (default 4)
@@ -91,6 +93,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       'body-bytes': { type: 'string' },
       address: { type: 'string' },
       'offline-messages': { type: 'string' },
+      'offline-pairs': { type: 'string' },
       'muc-occupants': { type: 'string' },
       'muc-senders': { type: 'string' },
       'muc-window': { type: 'string' },
@@ -135,6 +138,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
     bodyBytes,
     address,
     offlineMessages: positive('offline-messages', values['offline-messages'], 5000),
+    offlinePairs: positive('offline-pairs', values['offline-pairs'], 50),
     mucOccupants,
     mucSenders,
     mucWindow: positive('muc-window', values['muc-window'], 4),

@@ -29,6 +29,7 @@ function usersNeeded(o: Options): number {
   let n = 2;
   if (o.only.includes('idle')) n = Math.max(n, o.sessions + 50);
   if (o.only.includes('messages')) n = Math.max(n, 2 * o.pairs + 1);
+  if (o.only.includes('offline')) n = Math.max(n, 2 * o.offlinePairs);
   if (o.only.includes('muc')) n = Math.max(n, ...o.mucOccupants);
   // Logins cycle through the users; a few hundred distinct ones keep lookups from all hitting one record.
   if (o.only.includes('logins')) n = Math.max(n, Math.min(o.logins, 500));
