@@ -21,7 +21,8 @@ export class RawClient {
   header: Record<string, string> = {};
   jid = '';
 
-  private constructor(socket: net.Socket) {
+  /** Use `connect` (subclasses too: it builds an instance of the class it is called on). */
+  constructor(socket: net.Socket) {
     this.socket = socket;
     this.parser = new StreamParser({
       streamStart: (h) => {
@@ -47,14 +48,18 @@ export class RawClient {
     });
   }
 
-  static connect(port: number): Promise<RawClient> {
+  static connect<T extends RawClient>(this: new (socket: net.Socket) => T, port: number): Promise<T> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1', () => resolve(new RawClient(socket)));
+      const socket = net.connect(port, '127.0.0.1', () => resolve(new this(socket)));
       socket.once('error', reject);
     });
   }
 
+  /** Sees every element as it arrives, before any waiter (subclasses count or answer here). */
+  protected received(_el: Element): void {}
+
   private push(el: Element): void {
+    this.received(el);
     const i = this.waiters.findIndex((w) => w.pred(el));
     if (i !== -1) {
       const [w] = this.waiters.splice(i, 1);
@@ -87,9 +92,24 @@ export class RawClient {
     return this.next((el) => el.name === name && (id === undefined || el.attrs.id === id), timeoutMs);
   }
 
+  /** True when nothing matching arrives within `ms`. */
+  async nothing(pred: (el: Element) => boolean, ms = 300): Promise<boolean> {
+    try {
+      await this.next(pred, ms);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  /** Resolves with the whole stream error element. */
+  streamErrorElement(timeoutMs = 5000): Promise<Element> {
+    return this.next((e) => e.name === 'error' && e.attrs.xmlns === 'http://etherx.jabber.org/streams', timeoutMs);
+  }
+
   /** Resolves with the stream error condition (or '' if the stream closed without one). */
   async streamError(timeoutMs = 5000): Promise<string> {
-    const el = await this.next((e) => e.name === 'error' && e.attrs.xmlns === 'http://etherx.jabber.org/streams', timeoutMs);
+    const el = await this.streamErrorElement(timeoutMs);
     const cond = el.children.find((c): c is Element => typeof c !== 'string' && c.name !== 'text');
     return cond?.name ?? '';
   }

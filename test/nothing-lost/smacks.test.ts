@@ -178,7 +178,7 @@ t.test('an ack for more than was sent ends the stream with handled-count-too-hig
   const name = await user(main);
   const c = await SmClient.login(main.c2sPort, name, 'pw', { sm: true, presence: false });
   c.ack(5);
-  const err = await c.streamError();
+  const err = await c.streamErrorElement();
   t.ok(err.getChild('undefined-condition'));
   const detail = err.getChild('handled-count-too-high', NS_SM);
   t.same([detail?.attrs.h, detail?.attrs['send-count']], ['5', '0']);
@@ -318,7 +318,7 @@ t.test('an unanswered <r/> means a dead connection: hibernate, or close when not
   alice.send(chat(`${b}@localhost/c`, 'hello'));
   await carol.messages(1);
   await carol.next(isSm('r'));
-  const err = await carol.streamError(2000);
+  const err = await carol.streamErrorElement(2000);
   t.ok(err.getChild('connection-timeout'), 'a session that cannot be resumed is closed');
   alice.end();
 });
@@ -329,7 +329,7 @@ t.test('too many unacknowledged stanzas: resource-constraint, and nothing is los
   const alice = await SmClient.login(main.c2sPort, a, 'pw', { resource: 'a' });
   const bob = await SmClient.login(main.c2sPort, b, 'pw', { resource: 'b', sm: true });
   for (let i = 1; i <= 11; i++) alice.send(chat(`${b}@localhost`, `n${i}`));
-  const err = await bob.streamError();
+  const err = await bob.streamErrorElement();
   t.ok(err.getChild('resource-constraint'), 'max_unacked is 10');
   t.ok(await alice.nothing((el) => el.name === 'message' && el.attrs.type === 'error'), 'the sender gets no error');
   // The spool sends at most half of max_unacked before waiting for acks: this client acks.
