@@ -78,6 +78,8 @@ export class Server implements ServerApi {
   private readonly externalComponents: ComponentService;
   /** Server-to-server federation; created at boot. */
   private s2s: S2SService | undefined;
+  /** Trust anchors for peers' certificates (s2s.ca_files and the system CAs); replaced on reload. */
+  private s2sTrust: TrustStore | undefined;
   private closers: Array<() => Promise<void>> = [];
   private stopped = false;
 
@@ -199,7 +201,10 @@ export class Server implements ServerApi {
     const removed = [...this.hostContexts.keys()].filter((h) => !core.hosts.includes(h));
     const changes: string[] = [];
     for (const name of core.hosts) await prepareHostPlugins(name, next.modulesFor(name), this.catalog, next);
+    // Read before anything changes, so a missing or broken CA file refuses the whole reload.
+    const s2sTrust = await TrustStore.load(core.s2s.ca_files, core.s2s.system_cas);
     this.certs.replace(certs);
+    this.s2sTrust = s2sTrust;
     this.currentConfig = next;
     for (const name of removed) {
       const host = this.hostContexts.get(name)!;
@@ -337,14 +342,14 @@ export class Server implements ServerApi {
   /** Federation: the trust store, the dialback secret and the service that owns all server streams. */
   private async startS2S(resolver: SrvResolver | undefined): Promise<void> {
     const config = this.config.core.s2s;
-    const trust = await TrustStore.load(config.ca_files, config.system_cas);
+    this.s2sTrust = await TrustStore.load(config.ca_files, config.system_cas);
     const secret = await loadDialbackSecret(this.storage, config.dialback_secret);
     const s2s = new S2SService({
       log: this.log.child({ component: 's2s' }),
       config: () => this.config.core.s2s,
       xmlLimits: () => this.xmlLimits(),
       certs: this.certs,
-      trust,
+      trust: () => this.s2sTrust!,
       secret,
       ...(resolver ? { resolver } : {}),
       isLocal: (domain) => this.isLocal(domain),

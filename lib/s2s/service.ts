@@ -26,7 +26,8 @@ export interface S2SServiceDeps {
   config(): S2SConfig;
   xmlLimits(): Partial<XmlLimits>;
   certs: CertStore;
-  trust: TrustStore;
+  /** The trust anchors of the current configuration (a reload may replace them). */
+  trust(): TrustStore;
   secret: string;
   resolver?: SrvResolver;
   /** A domain served here: host, service domain or component. */
@@ -120,7 +121,7 @@ export class S2SService {
       remote: entry.remote,
       secure: conn.secure,
       certs: this.deps.certs,
-      trust: this.deps.trust,
+      trust: this.deps.trust(),
       policy: policyFor(config, entry.remote),
       secret: this.deps.secret,
     });
@@ -201,7 +202,7 @@ export class S2SService {
         remote: request.originating,
         secure: conn.secure,
         certs: this.deps.certs,
-        trust: this.deps.trust,
+        trust: this.deps.trust(),
         policy: 'dialback',
         secret: this.deps.secret,
         verify: request,
@@ -249,7 +250,7 @@ export class S2SService {
     const config = this.config;
     const stream: IncomingStream = new IncomingStream(socket, {
       certs: this.deps.certs,
-      trust: this.deps.trust,
+      trust: this.deps.trust(),
       secret: this.deps.secret,
       policyFor: (domain) => policyFor(this.config, domain),
       isLocal: (domain) => this.deps.isLocal(domain),
