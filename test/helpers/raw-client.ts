@@ -10,7 +10,7 @@ export const NS_CLIENT_HEADER = (to: string) =>
 
 export class RawClient {
   private socket: net.Socket;
-  private parser: StreamParser;
+  protected parser: StreamParser;
   private readonly inbox: Element[] = [];
   private waiters: Array<{ pred: (el: Element) => boolean; resolve: (el: Element) => void }> = [];
   private closeWaiters: Array<() => void> = [];
@@ -125,20 +125,28 @@ export class RawClient {
     });
   }
 
+  /** The stream header this client opens with (a client stream; server peers override it). */
+  protected streamHeader(to: string): string {
+    return NS_CLIENT_HEADER(to);
+  }
+
   /** Sends a stream header and waits for the features. */
   async open(to = 'localhost'): Promise<Element> {
-    this.send(NS_CLIENT_HEADER(to));
+    this.send(this.streamHeader(to));
     return this.nextNamed('features');
   }
 
-  /** `injected` is plaintext sent right behind the request (to test command injection). */
-  async starttls(to = 'localhost', injected = ''): Promise<Element> {
+  /**
+   * `injected` is plaintext sent right behind the request (to test command injection);
+   * `clientCert` is presented as the TLS client certificate (server peers).
+   */
+  async starttls(to = 'localhost', injected = '', clientCert?: { cert: string; key: string }): Promise<Element> {
     this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + injected);
     await this.nextNamed('proceed');
     const raw = this.socket;
     raw.removeAllListeners('data');
     raw.removeAllListeners('close');
-    const secure = tls.connect({ socket: raw, servername: to, rejectUnauthorized: false });
+    const secure = tls.connect({ socket: raw, servername: to, rejectUnauthorized: false, ...clientCert });
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', resolve);
       secure.once('error', reject);

@@ -99,20 +99,20 @@ t.test('dialback: a forged key is found invalid by the authoritative server', as
   const pair = await startPair();
   t.teardown(() => pair.close());
   // A raw peer claims to be a.test on B; B asks a.test's real server (A) about the key.
-  const forger = await RawPeer.connect(pair.b.ports('s2s')[0]!, 'a.test', 'b.test');
+  const forger = await RawPeer.dial(pair.b.ports('s2s')[0]!, 'a.test', 'b.test');
   t.teardown(() => forger.destroy());
   await forger.open();
-  const features = await forger.starttls();
+  const features = await forger.secure();
   t.ok(features.getChild('dialback', 'urn:xmpp:features:dialback')?.getChild('errors'), 'dialback with errors is offered');
   forger.send("<db:result from='a.test' to='b.test'>0123456789abcdef</db:result>");
   const result = await forger.next((el) => el.name === 'result');
   t.equal(result.attrs.type, 'invalid');
   t.equal(await forger.streamError(), 'not-authorized');
   // A target domain that B does not serve gets a dialback error, not a verification.
-  const other = await RawPeer.connect(pair.b.ports('s2s')[0]!, 'a.test', 'b.test');
+  const other = await RawPeer.dial(pair.b.ports('s2s')[0]!, 'a.test', 'b.test');
   t.teardown(() => other.destroy());
   await other.open();
-  await other.starttls();
+  await other.secure();
   other.send("<db:result from='a.test' to='elsewhere.test'>0123</db:result>");
   const refused = await other.next((el) => el.name === 'result');
   t.equal(refused.attrs.type, 'error');
@@ -122,10 +122,10 @@ t.test('dialback: a forged key is found invalid by the authoritative server', as
 t.test('dialback: the authoritative side answers db:verify', async (t) => {
   const pair = await startPair();
   t.teardown(() => pair.close());
-  const asker = await RawPeer.connect(pair.a.ports('s2s')[0]!, 'b.test', 'a.test');
+  const asker = await RawPeer.dial(pair.a.ports('s2s')[0]!, 'b.test', 'a.test');
   t.teardown(() => asker.destroy());
   await asker.open();
-  await asker.starttls();
+  await asker.secure();
   asker.send("<db:verify from='b.test' to='a.test' id='s1'>not-a-key-we-made</db:verify>");
   const verdict = await asker.next((el) => el.name === 'verify');
   t.same([verdict.attrs.type, verdict.attrs.from, verdict.attrs.to, verdict.attrs.id], ['invalid', 'a.test', 'b.test', 's1']);

@@ -66,10 +66,10 @@ bob.send('<presence/>');
 
 /** A raw server for c.test, authenticated on B with SASL EXTERNAL (B trusts the test CA). */
 async function carolServer(): Promise<RawPeer> {
-  const peer = await RawPeer.connect(s2sPort, 'c.test', 'b.test');
+  const peer = await RawPeer.dial(s2sPort, 'c.test', 'b.test');
   const plain = await peer.open();
   if (!plain.getChild('starttls')) throw new Error('no STARTTLS offered');
-  const features = await peer.starttls({ cert: carol.chainPem, key: carol.keyPem });
+  const features = await peer.secure({ cert: carol.chainPem, key: carol.keyPem });
   const mechanisms = features.getChild('mechanisms')?.getChildren('mechanism').map((m) => m.text());
   if (!mechanisms?.includes('EXTERNAL')) throw new Error(`EXTERNAL not offered: ${features.toString()}`);
   const answer = await peer.external();
@@ -78,10 +78,10 @@ async function carolServer(): Promise<RawPeer> {
 }
 
 t.test('SASL EXTERNAL for another identity than the stream\'s from is refused with invalid-authzid', async (t) => {
-  const peer = await RawPeer.connect(s2sPort, 'c.test', 'b.test');
+  const peer = await RawPeer.dial(s2sPort, 'c.test', 'b.test');
   t.teardown(() => peer.destroy());
   await peer.open();
-  await peer.starttls({ cert: carol.chainPem, key: carol.keyPem });
+  await peer.secure({ cert: carol.chainPem, key: carol.keyPem });
   const answer = await peer.external('a.test');
   t.equal(answer.name, 'failure');
   t.ok(answer.getChild('invalid-authzid'), answer.toString());
@@ -106,23 +106,23 @@ t.test('bad addressing and unauthenticated stanzas get stream errors', async (t)
   t.equal(await peer.streamError(), 'host-unknown');
   peer.destroy();
 
-  const anon = await RawPeer.connect(s2sPort, 'c.test', 'b.test');
+  const anon = await RawPeer.dial(s2sPort, 'c.test', 'b.test');
   await anon.open();
   anon.send("<message from='carol@c.test/x' to='bob@b.test'><body>before TLS</body></message>");
   t.equal(await anon.streamError(), 'policy-violation', 'TLS first');
   anon.destroy();
 
-  const untrusted = await RawPeer.connect(s2sPort, 'c.test', 'b.test');
+  const untrusted = await RawPeer.dial(s2sPort, 'c.test', 'b.test');
   await untrusted.open();
   const selfSigned = issueLeaf(['c.test'], { selfSigned: true });
-  const features = await untrusted.starttls({ cert: selfSigned.chainPem, key: selfSigned.keyPem });
+  const features = await untrusted.secure({ cert: selfSigned.chainPem, key: selfSigned.keyPem });
   t.notOk(features.getChild('mechanisms'), 'no EXTERNAL for a certificate B does not trust');
   t.ok(features.getChild('dialback', 'urn:xmpp:features:dialback'), 'dialback is offered instead');
   untrusted.send("<message from='carol@c.test/x' to='bob@b.test'><body>unauthenticated</body></message>");
   t.equal(await untrusted.streamError(), 'not-authorized');
   untrusted.destroy();
 
-  const wrongHost = await RawPeer.connect(s2sPort, 'c.test', 'nowhere.test');
+  const wrongHost = await RawPeer.dial(s2sPort, 'c.test', 'nowhere.test');
   wrongHost.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='c.test' to='nowhere.test' version='1.0'>`);
   t.equal(await wrongHost.streamError(), 'host-unknown');
   wrongHost.destroy();
@@ -159,17 +159,18 @@ t.test('the per-address limit of the s2s listener', async (t) => {
   const limited = await startTestServer({ hosts: ['d.test'], listen: `${S2S_LISTEN}\n    max_connections_per_ip: 2` });
   t.teardown(() => limited.close());
   const port = limited.ports('s2s')[0]!;
-  const first = await RawPeer.connect(port, 'c.test', 'd.test');
-  const second = await RawPeer.connect(port, 'c.test', 'd.test');
+  const first = await RawPeer.dial(port, 'c.test', 'd.test');
+  const second = await RawPeer.dial(port, 'c.test', 'd.test');
   t.teardown(() => {
     first.destroy();
     second.destroy();
   });
   t.ok((await first.open()).getChild('starttls'), 'first stream served');
   t.ok((await second.open()).getChild('starttls'), 'second stream served');
-  const third = await RawPeer.connect(port, 'c.test', 'd.test');
+  const third = await RawPeer.dial(port, 'c.test', 'd.test');
   await t.rejects(third.open(), 'the third connection from the same address gets no stream');
-  t.ok(third.closed, 'and is closed');
+  await third.closed(2000);
+  t.ok(third.isClosed, 'and is closed');
 });
 
 t.test('idle streams are closed and reopened on demand', async (t) => {

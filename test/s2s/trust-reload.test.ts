@@ -21,10 +21,10 @@ const port = srv.ports('s2s')[0]!;
 
 /** The SASL mechanisms B offers a c.test peer presenting the CA-signed certificate. */
 async function offered(): Promise<string[]> {
-  const peer = await RawPeer.connect(port, 'c.test', 'b.test');
+  const peer = await RawPeer.dial(port, 'c.test', 'b.test');
   try {
     await peer.open();
-    const features = await peer.starttls({ cert: carol.leaf.chainPem, key: carol.leaf.keyPem });
+    const features = await peer.secure({ cert: carol.leaf.chainPem, key: carol.leaf.keyPem });
     return features.getChild('mechanisms')?.getChildren('mechanism').map((m: Element) => m.text()) ?? [];
   } finally {
     peer.destroy();
