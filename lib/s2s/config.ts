@@ -48,7 +48,7 @@ export const s2sSchema = s.object({
   max_incoming_streams: s.int({ default: 1000, min: 1, doc: 'incoming server streams over all s2s listeners' }),
   max_verifications: s.int({ default: 100, min: 1, doc: 'dialback verifications waiting for an answer at once; more are refused' }),
   stanza_rate: s.int({ default: 500, min: 1, doc: 'stanzas per second one incoming stream may send on average' }),
-  stanza_burst: s.int({ default: 2000, min: 1, doc: 'stanzas one incoming stream may send at once above the rate; more close it with policy-violation' }),
+  stanza_burst: s.int({ default: 2000, min: 1, doc: 'stanzas one incoming stream may send at once above the rate; past it the stream is read more slowly' }),
 });
 
 export type S2SConfig = Infer<typeof s2sSchema>;

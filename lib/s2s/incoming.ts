@@ -56,6 +56,9 @@ export class IncomingStream extends ServerStream {
   private readonly pendingDialback = new Set<string>();
   private tokens: number;
   private lastRefill = Date.now();
+  /** Stanzas that arrived past the rate, in order, waiting for tokens (the socket is paused). */
+  private readonly held: Element[] = [];
+  private drainTimer: NodeJS.Timeout | undefined;
   private readonly handshakeTimer: NodeJS.Timeout;
 
   constructor(socket: Socket, private readonly deps: IncomingDeps, private readonly o: IncomingOptions) {
@@ -67,7 +70,11 @@ export class IncomingStream extends ServerStream {
       if (this.domains.size === 0) this.close(new StreamError('connection-timeout', 'no authentication in time'));
     }, o.handshakeTimeoutMs);
     this.handshakeTimer.unref();
-    this.onEnd(() => clearTimeout(this.handshakeTimer));
+    this.onEnd(() => {
+      clearTimeout(this.handshakeTimer);
+      clearTimeout(this.drainTimer);
+      this.held.length = 0;
+    });
   }
 
   protected writeOpeningForError(): void {
@@ -231,7 +238,30 @@ export class IncomingStream extends ServerStream {
 
   private onStanza(el: Element): void {
     if (this.domains.size === 0) return this.close(new StreamError('not-authorized', 'authenticate first'));
-    if (!this.takeToken()) return this.close(new StreamError('policy-violation', 'too many stanzas'));
+    // Over the rate, the peer is slowed down, not cut off: closing the stream would lose what
+    // it had in flight (a busy remote MUC, say). What the last read chunk still held waits here.
+    if (this.held.length > 0 || !this.takeToken()) return this.hold(el);
+    this.accept(el);
+  }
+
+  private hold(el: Element): void {
+    this.held.push(el);
+    this.socket.pause();
+    if (this.drainTimer === undefined) this.scheduleDrain();
+  }
+
+  private scheduleDrain(): void {
+    const wait = Math.max(1, Math.ceil(((1 - this.tokens) / this.o.stanzaRate) * 1000));
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined;
+      while (this.held.length > 0 && !this.closed && this.takeToken()) this.accept(this.held.shift()!);
+      if (this.closed) return;
+      if (this.held.length > 0) this.scheduleDrain();
+      else this.socket.resume();
+    }, wait);
+  }
+
+  private accept(el: Element): void {
     const from = Jid.tryParse(el.attrs.from ?? '');
     const to = Jid.tryParse(el.attrs.to ?? '');
     if (!from || !to) return this.close(new StreamError('improper-addressing', 'stanzas need valid from and to addresses'));

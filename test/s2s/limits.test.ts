@@ -52,6 +52,8 @@ const b = await startTestServer({
     `  ca_files: [${JSON.stringify(bCerts.caFile)}]`,
     '  setup_timeout: 700ms',
     '  connect_timeout: 500ms',
+    '  stanza_rate: 20',
+    '  stanza_burst: 5',
     routeYaml({ 'dead.test': await closedPort(), 'silent.test': (silent.address() as net.AddressInfo).port }),
   ].join('\n'),
 });
@@ -98,6 +100,29 @@ t.test('an authenticated peer delivers; a spoofed from ends its stream', async (
   peer.send("<message from='mallory@a.test/x' to='bob@b.test/r1' id='spoof'><body>I am a.test</body></message>");
   t.equal(await peer.streamError(), 'invalid-from');
   await t.rejects(bob.next((el) => el.name === 'message' && el.attrs.id === 'spoof', 400), 'the spoofed stanza was not delivered');
+});
+
+t.test('a peer over the stanza rate is slowed down, not cut off: everything arrives, in order', async (t) => {
+  const peer = await carolServer();
+  t.teardown(() => peer.destroy());
+  const ids = Array.from({ length: 30 }, (_, i) => `rate${i}`);
+  const sentAt = performance.now();
+  peer.send(ids.map((id) => `<message from='carol@c.test/x' to='bob@b.test/r1' id='${id}'><body>${id}</body></message>`).join(''));
+  const isRated = (el: { name: string; attrs: Record<string, string | undefined> }) => el.name === 'message' && ids.includes(el.attrs.id ?? '');
+  const got: string[] = [];
+  // 5 at once (the burst), then 20 a second: after `elapsed` ms at most 5 + elapsed / 50 are through.
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  for (;;) {
+    const el = await bob.next(isRated, 1).catch(() => undefined);
+    if (!el) break;
+    got.push(el.attrs.id!);
+  }
+  const elapsed = performance.now() - sentAt;
+  const allowed = 5 + Math.ceil(elapsed / 50) + 1;
+  t.ok(got.length <= allowed && got.length < ids.length, `held back past the burst (${got.length} through after ${elapsed.toFixed(0)} ms, at most ${allowed})`);
+  while (got.length < ids.length) got.push((await bob.next(isRated, 5000)).attrs.id!);
+  t.same(got, ids, 'all arrive, in order');
+  t.notOk(peer.isClosed, 'the peer\'s stream stays open');
 });
 
 t.test('bad addressing and unauthenticated stanzas get stream errors', async (t) => {
