@@ -243,7 +243,15 @@ export class S2SService {
       rejectUnauthorized: false,
     });
     secured.on('error', () => secured.destroy());
-    secured.once('secure', () => this.startIncoming(secured, true));
+    // The stream's own handshake timer starts with the stream; until then this one stops a peer
+    // that connects and never finishes TLS from holding the socket.
+    const tlsTimer = setTimeout(() => secured.destroy(), config.handshake_timeout);
+    tlsTimer.unref();
+    secured.once('close', () => clearTimeout(tlsTimer));
+    secured.once('secure', () => {
+      clearTimeout(tlsTimer);
+      this.startIncoming(secured, true);
+    });
   }
 
   private startIncoming(socket: Socket, secure: boolean): void {

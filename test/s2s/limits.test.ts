@@ -125,6 +125,18 @@ t.test('a peer over the stanza rate is slowed down, not cut off: everything arri
   t.notOk(peer.isClosed, 'the peer\'s stream stays open');
 });
 
+t.test('a Direct TLS connection that never starts TLS is dropped after handshake_timeout', async (t) => {
+  const direct = await startTestServer({ hosts: ['e.test'], listen: `${S2S_LISTEN}\n    tls: true`, yaml: 's2s:\n  handshake_timeout: 300ms' });
+  t.teardown(() => direct.close());
+  const socket = net.connect(direct.ports('s2s')[0]!, '127.0.0.1');
+  socket.on('error', () => undefined);
+  const closed = new Promise<boolean>((resolve) => {
+    socket.once('close', () => resolve(true));
+    setTimeout(() => resolve(false), 5000).unref();
+  });
+  t.ok(await closed, 'the server closed the silent connection');
+});
+
 t.test('bad addressing and unauthenticated stanzas get stream errors', async (t) => {
   const peer = await carolServer();
   peer.send("<message from='carol@c.test/x' to='someone@elsewhere.test'><body>relay me</body></message>");
