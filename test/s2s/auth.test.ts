@@ -5,7 +5,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Element } from 'ltx';
 import t from 'tap';
 import { writeTestCerts } from '../helpers/test-ca.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -19,21 +18,18 @@ const bCerts = writeTestCerts(certDir, ['b.test', '*.b.test']);
 
 const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 
-async function users(pair: Pair): Promise<{ alice: RawClient; bob: RawClient }> {
+/** Alice on A and Bob on B, logged in; they and the pair are closed when the test ends. */
+async function users(t: { teardown(fn: () => unknown): void }, pair: Pair): Promise<{ alice: RawClient; bob: RawClient }> {
+  t.teardown(() => pair.close());
   await pair.a.register('alice', 'pw');
   await pair.b.register('bob', 'pw');
   const alice = await RawClient.login(pair.a.c2sPort, 'alice', 'pw', { host: 'a.test', resource: 'r1', presence: false });
   const bob = await RawClient.login(pair.b.c2sPort, 'bob', 'pw', { host: 'b.test', resource: 'r1', presence: false });
+  t.teardown(() => {
+    alice.destroy();
+    bob.destroy();
+  });
   return { alice, bob };
-}
-
-async function nothingArrives(c: RawClient, pred: (el: Element) => boolean, ms = 500): Promise<boolean> {
-  try {
-    await c.next(pred, ms);
-    return false;
-  } catch {
-    return true;
-  }
 }
 
 t.test('SASL EXTERNAL when each trusts the other\'s CA', async (t) => {
@@ -43,12 +39,7 @@ t.test('SASL EXTERNAL when each trusts the other\'s CA', async (t) => {
     aS2s: `  ca_files: [${JSON.stringify(aCerts.caFile)}]\n  system_cas: false`,
     bS2s: `  ca_files: [${JSON.stringify(bCerts.caFile)}]\n  system_cas: false`,
   });
-  t.teardown(() => pair.close());
-  const { alice, bob } = await users(pair);
-  t.teardown(() => {
-    alice.destroy();
-    bob.destroy();
-  });
+  const { alice, bob } = await users(t, pair);
   alice.send("<message to='bob@b.test/r1' id='e1'><body>over EXTERNAL</body></message>");
   const got = await bob.next((el) => el.name === 'message' && el.attrs.id === 'e1');
   t.equal(got.getChildText('body'), 'over EXTERNAL');
@@ -61,12 +52,7 @@ t.test('SASL EXTERNAL when each trusts the other\'s CA', async (t) => {
 
 t.test('Direct TLS listeners (XEP-0368) with dialback', async (t) => {
   const pair = await startPair({ listenTls: true });
-  t.teardown(() => pair.close());
-  const { alice, bob } = await users(pair);
-  t.teardown(() => {
-    alice.destroy();
-    bob.destroy();
-  });
+  const { alice, bob } = await users(t, pair);
   alice.send("<message to='bob@b.test/r1' id='d1'><body>direct</body></message>");
   const got = await bob.next((el) => el.name === 'message' && el.attrs.id === 'd1');
   t.equal(got.attrs.from, 'alice@a.test/r1');
@@ -76,23 +62,18 @@ t.test('Direct TLS listeners (XEP-0368) with dialback', async (t) => {
 t.test('dialback refused by a certificate policy', async (t) => {
   // B demands valid certificates from a.test; A presents its self-signed one.
   const pair = await startPair({ bS2s: '  domains:\n    a.test: { auth: certificate }' });
-  t.teardown(() => pair.close());
-  const { alice, bob } = await users(pair);
-  t.teardown(() => {
-    alice.destroy();
-    bob.destroy();
-  });
+  const { alice, bob } = await users(t, pair);
   alice.send("<message to='bob@b.test/r1' id='x1'><body>let me in</body></message>");
   const bounce = await alice.next((el) => el.name === 'message' && el.attrs.id === 'x1');
   t.equal(bounce.attrs.type, 'error');
   t.equal(bounce.attrs.from, 'bob@b.test/r1');
   t.ok(bounce.getChild('error')?.getChild('remote-server-not-found', STANZAS), String(bounce));
-  t.ok(await nothingArrives(bob, (el) => el.name === 'message' && el.attrs.id === 'x1'), 'bob got nothing');
+  t.ok(await bob.nothing((el) => el.name === 'message' && el.attrs.id === 'x1', 500), 'bob got nothing');
   // The other way, B does not even try dialback towards a domain it requires certificates from.
   bob.send("<message to='alice@a.test/r1' id='x2'><body>hello?</body></message>");
   const bounce2 = await bob.next((el) => el.name === 'message' && el.attrs.id === 'x2');
   t.ok(bounce2.getChild('error')?.getChild('remote-server-not-found', STANZAS), String(bounce2));
-  t.ok(await nothingArrives(alice, (el) => el.name === 'message' && el.attrs.id === 'x2'), 'alice got nothing');
+  t.ok(await alice.nothing((el) => el.name === 'message' && el.attrs.id === 'x2', 500), 'alice got nothing');
 });
 
 t.test('dialback: a forged key is found invalid by the authoritative server', async (t) => {
