@@ -43,9 +43,9 @@ export class Router {
 
   /**
    * Routes a stanza whose `from` and `to` are set and valid. `session` is the local client it
-   * came from, if any (its pre-routing hooks have already run).
+   * came from, if any (its pre-routing hooks have already run); `durable` is its StanzaEvent's.
    */
-  async route(stanza: Element, session?: ClientSession): Promise<void> {
+  async route(stanza: Element, session?: ClientSession, durable?: StanzaEvent['durable']): Promise<void> {
     const kind = stanzaKind(stanza);
     if (!kind) return;
     const from = Jid.tryParse(stanza.attrs.from);
@@ -77,7 +77,7 @@ export class Router {
       return;
     }
     const target: Target = to.local === '' ? 'host' : to.resource === '' ? 'bare' : 'full';
-    const ev: StanzaEvent = { stanza, from, to, session };
+    const ev: StanzaEvent = { stanza, from, to, session, durable };
     if ((await host.hooks.run(`${kind}/${target}`, ev)) !== undefined) return;
     await this.defaultRoute(kind, target, host, ev);
   }

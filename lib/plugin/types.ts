@@ -60,6 +60,14 @@ export interface StanzaEvent {
   to: Jid;
   /** The local client session the stanza came from, if any. */
   session?: ClientSession;
+  /**
+   * Set while a client's message is handled: storage writes made for it may pass this as
+   * WriteOptions.durable instead of waiting for their commit, and the session counts the message
+   * as handled (stream management `h`) only once every commit handed here has landed. So a client
+   * can send its next message while this one commits, and an acknowledged message is stored.
+   * Only for writes the handler awaits; work it leaves running must not use it.
+   */
+  durable?: (commit: Promise<void>) => void;
 }
 
 /**

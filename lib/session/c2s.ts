@@ -124,6 +124,12 @@ export class C2SSession implements ClientSession {
   private processing = false;
   /** Resolved when the drain loop stops (resume waits for the old stream's last stanza). */
   private idleWaiters: Array<() => void> = [];
+  /** Where the message being handled collects its pending commits (StanzaEvent.durable). */
+  private commits: Array<Promise<void>> | undefined;
+  /** Handled stanzas whose commits are pending, counted in order as they land (see settle()). */
+  private settling: Promise<void> = Promise.resolve();
+  private unsettled = 0;
+  private commitFailed = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private sentInitialPresence = false;
   private readonly connectedAt = Date.now();
@@ -378,10 +384,15 @@ export class C2SSession implements ClientSession {
   }
 
   /** `<r/>` and `<a/>` of an enabled session. */
-  private handleSmElement(el: Element): void {
+  private handleSmElement(el: Element): void | Promise<void> {
     const sm = this.sm!;
     if (el.name === 'r') {
-      this.write(`<a xmlns='${NS_SM}' h='${sm.handled}'/>`);
+      const answer = () => {
+        if (!this.commitFailed) this.write(`<a xmlns='${NS_SM}' h='${sm.handled}'/>`);
+      };
+      // The answer covers what came before it, so it waits for their commits.
+      if (this.unsettled > 0) return this.settling.then(answer);
+      answer();
       return;
     }
     if (el.name !== 'a') throw new StreamError('unsupported-stanza-type', `unexpected stream management element ${el.name}`);
@@ -447,6 +458,8 @@ export class C2SSession implements ClientSession {
     clearTimeout(this.hibernateTimer);
     this.hibernateTimer = undefined;
     await this.whenIdle();
+    // `h` in <resumed/> must count every handled stanza whose commit was still pending.
+    await this.settling;
     // Either side may have ended while the last stanza was processed (kicked, replaced, the
     // new connection dropped); a session still waiting then gets its window back.
     const now = this.state as State;
@@ -710,11 +723,15 @@ export class C2SSession implements ClientSession {
     this.processing = true;
     while (this.queue.length > 0 && this.state !== 'closed') {
       const el = this.queue.shift()!;
+      const kind = stanzaKind(el);
+      const commits: Array<Promise<void>> = [];
+      this.commits = kind === 'message' ? commits : undefined;
       try {
         await this.handle(el);
         // XEP-0198 §4: a stanza counts as handled once it has been processed (routed, answered
-        // or refused); `<r/>` is answered in stream order, so its `h` covers everything before.
-        if (this.sm && stanzaKind(el)) this.sm.countHandled();
+        // or refused) and what it stored is committed; `<r/>` is answered in stream order, so
+        // its `h` covers everything before.
+        this.settle(commits, kind !== undefined ? this.sm : undefined);
       } catch (err) {
         if (err instanceof StreamError) this.close(err);
         else {
@@ -726,6 +743,31 @@ export class C2SSession implements ClientSession {
     this.processing = false;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
     if (this.state !== 'closed' && this.state !== 'hibernated' && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /**
+   * Counts a handled stanza once its commits have landed, after every stanza handled before it.
+   * Without pending commits (the usual case for all but stored messages) it counts at once. A
+   * failed commit means the message may not be stored: nothing from there on is counted and the
+   * stream ends, so the client sends again what its `h` does not cover.
+   */
+  private settle(commits: Array<Promise<void>>, sm: StreamManagementState | undefined): void {
+    if (commits.length === 0 && this.unsettled === 0) {
+      sm?.countHandled();
+      return;
+    }
+    this.unsettled++;
+    const stored = Promise.all(commits);
+    this.settling = this.settling.then(() => stored).then(() => {
+      this.unsettled--;
+      if (!this.commitFailed) sm?.countHandled();
+    }, (err: unknown) => {
+      this.unsettled--;
+      if (this.commitFailed) return;
+      this.commitFailed = true;
+      this.log.error('a message could not be stored', { err });
+      if (this.state !== 'closed') this.close(new StreamError('internal-server-error'));
+    });
   }
 
   private async handle(el: Element): Promise<void> {
@@ -1007,9 +1049,11 @@ export class C2SSession implements ClientSession {
     }
     const kind = stanzaKind(el)!;
     const target = to.local === '' ? 'host' : to.resource === '' ? 'bare' : 'full';
-    const ev: StanzaEvent = { stanza: el, from: jid, to, session: this };
+    const commits = this.commits;
+    const durable = commits ? (commit: Promise<void>) => { commits.push(commit); } : undefined;
+    const ev: StanzaEvent = { stanza: el, from: jid, to, session: this, durable };
     if ((await this.hostCtx!.hooks.run(`pre-${kind}/${target}`, ev)) !== undefined) return;
-    await this.deps.router.route(el, this);
+    await this.deps.router.route(el, this, durable);
   }
 
   private async handleBroadcastPresence(el: Element): Promise<void> {

@@ -275,9 +275,11 @@ export class EmbeddedDriver implements StorageDriver {
    * writes that touch the same pages (the end of the same indexes) then write them once. A failing
    * write fails alone: a statement that fails undoes only itself, and multi-statement writes run
    * in a savepoint (transaction() nests). Reads on this connection see a write as soon as it ran;
-   * they are told nothing about durability, and a write is only reported done after its commit.
+   * they are told nothing about durability, and a write is only reported done after its commit,
+   * unless the caller passed `durable` (WriteOptions): then it is reported done once it ran, and the
+   * commit goes to that callback.
    */
-  write<T>(fn: () => T): Promise<T> {
+  write<T>(fn: () => T, durable?: (commit: Promise<void>) => void): Promise<T> {
     let batch: Batch;
     const result = this.exec(() => {
       batch = this.batch ?? this.openBatch();
@@ -290,6 +292,15 @@ export class EmbeddedDriver implements StorageDriver {
         throw err;
       }
     });
+    if (durable) {
+      const commit = new Promise<void>((resolve, reject) => {
+        batch.waiters.push({ done: resolve, failed: reject });
+      });
+      // Whoever passed `durable` awaits it; this only keeps a failure from going unhandled meanwhile.
+      commit.catch(() => undefined);
+      durable(commit);
+      return Promise.resolve(result);
+    }
     return new Promise<T>((resolve, reject) => {
       batch.waiters.push({ done: () => resolve(result), failed: reject });
     });
@@ -444,7 +455,7 @@ class EmbeddedKeyVal<V extends Json> implements KeyValStore<V> {
       this.d.stmt('INSERT INTO kv_items (owner, store, value, expires_at) VALUES (?, ?, ?, ?) ' +
         'ON CONFLICT (owner, store) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at')
         .run(owner, this.store, text, expiry(options, Date.now()));
-    });
+    }, options?.durable);
   }
 
   async delete(owner: string): Promise<boolean> {
@@ -497,7 +508,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
         'ON CONFLICT (owner, store, key) DO UPDATE SET value = excluded.value, ' +
         'expires_at = excluded.expires_at')
         .run(owner, this.store, key, text, expiry(options, Date.now()));
-    });
+    }, options?.durable);
   }
 
   async add(owner: string, key: string, value: V, options?: WriteOptions): Promise<boolean> {
@@ -514,7 +525,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
         'WHERE map_items.expires_at IS NOT NULL AND map_items.expires_at <= ?')
         .run(owner, this.store, key, text, expiry(options, now), now);
       return changes > 0;
-    });
+    }, options?.durable);
   }
 
   async delete(owner: string, key: string): Promise<boolean> {
@@ -583,7 +594,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
         'expires_at = excluded.expires_at')
         .run(owner, this.store, key, encode(by), expiry(options, now));
       return by;
-    }));
+    }), options?.durable);
   }
 }
 
@@ -629,7 +640,7 @@ class EmbeddedArchive<V extends Json> implements ArchiveStore<V> {
         insert.run(...params);
         return id;
       });
-    });
+    }, options?.durable);
   }
 
   async query(owner: string, query: ArchiveQuery = {}): Promise<ArchivePage<V>> {

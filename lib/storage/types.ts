@@ -14,6 +14,15 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 export interface WriteOptions {
   /** Time to live in milliseconds; the entry disappears from every read once it has passed. */
   ttlMs?: number;
+  /**
+   * Lets the caller go on before the write is durable. A driver that commits writes in groups
+   * (the embedded driver) then resolves the call as soon as the write has been applied (later
+   * reads of this process see it, and a refused write, a conflict say, is reported as usual) and
+   * hands the commit to this callback; whoever passed it must wait for that promise before telling
+   * anyone that the write is safe (a client's stream management `h`). A driver whose writes are
+   * durable once they resolve (MongoDB with journaled writes) never calls it.
+   */
+  durable?: (commit: Promise<void>) => void;
 }
 
 /** One value per owner (roster, vCard, private XML). */

@@ -126,13 +126,16 @@ export default definePlugin({
       return roster !== undefined && (await roster.item(owner, peer.bare)) !== undefined;
     }
 
-    /** Stores a copy; returns its id, or undefined when the preferences keep it out. */
-    async function store(owner: string, peer: Jid, stanza: Element): Promise<string | undefined> {
+    /**
+     * Stores a copy; returns its id, or undefined when the preferences keep it out. The commit goes
+     * to the event's `durable` when it has one: the sender's session waits for it before acking.
+     */
+    async function store(owner: string, peer: Jid, ev: StanzaEvent): Promise<string | undefined> {
       if (!(await shallArchive(owner, peer))) return undefined;
       const ts = Date.now();
       const id = newId(ts);
-      const value: ArchivedMessage = { xml: serialize(storedCopy(stanza, leaveOut)), peer: peer.full };
-      await archive.append(owner, { id, ts, with: peer.bare, value }, writeOptions);
+      const value: ArchivedMessage = { xml: serialize(storedCopy(ev.stanza, leaveOut)), peer: peer.full };
+      await archive.append(owner, { id, ts, with: peer.bare, value }, { ...writeOptions, durable: ev.durable });
       return id;
     }
 
@@ -145,7 +148,7 @@ export default definePlugin({
       // A client cannot name an id in its own archive; a stanza-id it sends is forged.
       stripStanzaIds(stanza, owner);
       if (to.bare === owner || !archivable(stanza)) return undefined;
-      const id = await store(owner, to, stanza);
+      const id = await store(owner, to, ev);
       if (id !== undefined) addStanzaId(stanza, owner, id);
       return undefined;
     };
@@ -184,7 +187,7 @@ export default definePlugin({
       if (await alreadyArchived(stanza, owner, from)) return undefined;
       stripStanzaIds(stanza, owner);
       if (!archivable(stanza) || !(await userExists(to))) return undefined;
-      const id = await store(owner, from, stanza);
+      const id = await store(owner, from, ev);
       if (id !== undefined) {
         addStanzaId(stanza, owner, id);
         undelivered.set(stanza, { owner, id });

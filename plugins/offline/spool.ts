@@ -153,8 +153,11 @@ export class Spool {
     const now = Date.now();
     const { copy, id } = spoolCopy(ev.stanza, user, this.d.host, newId(now), this.d.stanzaIdsAssigned(), now);
     // Issued together so that the store commits both at once (one commit per stored message).
-    const stored = this.d.messages.append(user, { id, ts: now, with: ev.from.bare, value: serialize(copy) }, this.ttl());
-    const counted = this.setIndex(user, known + 1);
+    // With the event's `durable`, both resolve once applied and the sender's session waits for
+    // their commit (before acking); a conflict is still known here.
+    const stored = this.d.messages.append(user, { id, ts: now, with: ev.from.bare, value: serialize(copy) },
+      { ...this.ttl(), durable: ev.durable });
+    const counted = this.setIndex(user, known + 1, ev.durable);
     try {
       await stored;
     } catch (err) {
@@ -179,15 +182,15 @@ export class Spool {
     return typeof v === 'number' && v > 0 ? v : 0;
   }
 
-  private async setIndex(user: string, n: number): Promise<void> {
+  private async setIndex(user: string, n: number, durable?: StanzaEvent['durable']): Promise<void> {
     if (n <= 0) {
       await this.d.index.delete(this.d.host, user);
       return;
     }
     // Outlives the newest message by one more lifetime, so its expiry is still counted when the
     // spool is looked at within that time.
-    const ttl = this.o.expiryMs > 0 ? { ttlMs: 2 * this.o.expiryMs } : undefined;
-    await this.d.index.set(this.d.host, user, n, ttl);
+    const ttl = this.o.expiryMs > 0 ? 2 * this.o.expiryMs : undefined;
+    await this.d.index.set(this.d.host, user, n, { ttlMs: ttl, durable });
   }
 
   /** Counts the user's readable spool; what the index has beyond it has expired. Under the lock. */

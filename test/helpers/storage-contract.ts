@@ -54,6 +54,22 @@ export function storageContract(tap: Test, name: string, open: () => Promise<Sto
   };
   const values = (page: { items: Array<ArchiveItem<number>> }): number[] => page.items.map((i) => i.value);
 
+  withDriver('a write given `durable` is applied when it resolves, and any commit it hands over lands', async (tt, d) => {
+    const commits: Array<Promise<void>> = [];
+    const durable = (commit: Promise<void>) => { commits.push(commit); };
+    const owner = user('durable');
+    const a = d.archive<number>('durable_a');
+    tt.equal(await a.append(owner, { id: 'x1', value: 1 }, { durable }), 'x1');
+    await d.map<number>('durable_m').set(owner, 'k', 2, { durable });
+    await d.keyval<number>('durable_k').set(owner, 3, { durable });
+    tt.equal((await a.get(owner, 'x1'))?.value, 1);
+    tt.equal(await d.map<number>('durable_m').get(owner, 'k'), 2);
+    tt.equal(await d.keyval<number>('durable_k').get(owner), 3);
+    await rejectsWith(tt, a.append(owner, { id: 'x1', value: 9 }, { durable }), 'conflict', 'a taken id');
+    tt.ok(commits.length <= 3, 'at most one commit per applied write');
+    await Promise.all(commits);
+  });
+
   withDriver('has a name', async (tt, d) => {
     tt.type(d.name, 'string');
     tt.ok(d.name.length > 0);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createLogger } from '../../lib/log.js';
 import { EmbeddedDriver, MAX_PAGE } from '../../lib/storage/embedded.js';
 import { StorageError } from '../../lib/storage/types.js';
@@ -160,18 +160,43 @@ t.test('close commits the writes still waiting for their commit', async (t) => {
   t.equal(await again.map<number>('m').get('a@example.com', 'k'), 7, 'and it is on disk');
 });
 
-t.test('another connection sees a write only once it is reported done', async (t) => {
+/**
+ * A driver on a fresh file (already written once, so it exists), and a count of the rows of
+ * a@example.com in `table` as a second, read-only connection sees them: what is committed.
+ */
+async function observed(t: Test, table: string): Promise<{ d: EmbeddedDriver; read: () => unknown }> {
   const path = freshPath();
   const d = EmbeddedDriver.open({ path });
   t.teardown(() => d.close());
   await d.keyval<string>('kv').set('warm@example.com', 'up');
   const other = new Database(path, { readonly: true });
   t.teardown(() => other.close());
-  const read = (): unknown => other.prepare("SELECT count(*) AS n FROM kv_items WHERE owner = 'a@example.com'").get();
+  return { d, read: () => other.prepare(`SELECT count(*) AS n FROM ${table} WHERE owner = 'a@example.com'`).get() };
+}
+
+t.test('another connection sees a write only once it is reported done', async (t) => {
+  const { d, read } = await observed(t, 'kv_items');
   const pending = d.keyval<string>('kv').set('a@example.com', 'v');
   t.same(read(), { n: 0 }, 'not committed while its promise is pending');
   await pending;
   t.same(read(), { n: 1 }, 'committed when it resolves');
+});
+
+t.test('a write given `durable` resolves once applied and hands over its commit', async (t) => {
+  const { d, read } = await observed(t, 'archive_items');
+  const commits: Array<Promise<void>> = [];
+  const durable = (commit: Promise<void>) => { commits.push(commit); };
+  const archive = d.archive<string>('a');
+  t.equal(await archive.append('a@example.com', { id: 'one', value: 'x' }, { durable }), 'one');
+  await d.map<number>('m').set('a@example.com', 'k', 1, { durable });
+  t.equal(commits.length, 2, 'each write hands over its commit');
+  t.same(read(), { n: 0 }, 'resolved before its commit: another connection does not see it yet');
+  t.equal((await archive.get('a@example.com', 'one'))?.value, 'x', 'this connection reads it at once');
+  await t.rejects(archive.append('a@example.com', { id: 'one', value: 'y' }, { durable }),
+    { code: 'conflict' }, 'a conflict is still reported by the call itself');
+  t.equal(commits.length, 2, 'and hands over no commit');
+  await Promise.all(commits);
+  t.same(read(), { n: 1 }, 'committed when the handed-over promise resolves');
 });
 
 t.test('archive pages are capped at MAX_PAGE', async (t) => {
