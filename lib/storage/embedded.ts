@@ -540,7 +540,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
 
   async keys(owner: string): Promise<string[]> {
     checkName('owner', owner);
-    return this.d.write(() => {
+    return this.d.exec(() => {
       const rows = this.d.stmt('SELECT key FROM map_items WHERE owner = ? AND store = ? ' +
         `AND ${LIVE} ORDER BY key`).all(owner, this.store, Date.now()) as Array<{ key: string }>;
       return rows.map((r) => r.key);

@@ -97,6 +97,26 @@ t.test('the purge skips a round instead of waiting while another process writes'
   t.notOk(lines.some((l) => /"level":"warn"/.test(l)), 'no warnings');
 });
 
+t.test('reads never take the write lock: they answer while another process holds it', async (t) => {
+  const path = freshPath();
+  const d = EmbeddedDriver.open({ path });
+  t.teardown(() => d.close());
+  const m = d.map<number>('m');
+  await m.set('a@example.com', 'k', 1);
+  await d.keyval<number>('kv').set('a@example.com', 2);
+  await d.archive<number>('a').append('a@example.com', { id: 'x', value: 3 });
+  const other = new Database(path);
+  t.teardown(() => other.close());
+  other.exec('BEGIN IMMEDIATE');
+  t.same(await m.keys('a@example.com'), ['k']);
+  t.same(await m.entries('a@example.com'), [['k', 1]]);
+  t.equal(await m.get('a@example.com', 'k'), 1);
+  t.equal(await d.keyval<number>('kv').get('a@example.com'), 2);
+  t.equal((await d.archive<number>('a').query('a@example.com')).items.length, 1);
+  t.equal(await d.archive<number>('a').count('a@example.com'), 1);
+  other.exec('COMMIT');
+});
+
 t.test('purgeExpired works through a backlog in batches', async (t) => {
   const d = EmbeddedDriver.open({ path: ':memory:', purgeIntervalMs: 0 });
   t.teardown(() => d.close());
