@@ -691,13 +691,13 @@ class EmbeddedArchive<V extends Json> implements ArchiveStore<V> {
     }));
   }
 
-  async delete(owner: string, query: ArchiveQuery): Promise<number> {
+  async delete(owner: string, query: ArchiveQuery, options?: Pick<WriteOptions, 'durable'>): Promise<number> {
     checkName('owner', owner);
     checkQuery(query ?? {});
     return this.d.write(() => this.d.transaction(() => {
       const where = this.where(owner, query ?? {}, Date.now());
       return this.d.stmt(`DELETE FROM archive_items ${where.index} WHERE ${where.sql}`).run(...where.params).changes;
-    }));
+    }), options?.durable);
   }
 
   async clear(owner: string): Promise<number> {

@@ -105,7 +105,7 @@ export interface ArchiveStore<V extends Json = Json> {
   get(owner: string, id: string): Promise<ArchiveItem<V> | undefined>;
   count(owner: string, query?: ArchiveQuery): Promise<number>;
   /** Deletes the matching items (limit/reverse ignored); returns how many. */
-  delete(owner: string, query: ArchiveQuery): Promise<number>;
+  delete(owner: string, query: ArchiveQuery, options?: Pick<WriteOptions, 'durable'>): Promise<number>;
   /** Deletes everything of the owner; returns how many. */
   clear(owner: string): Promise<number>;
 }

@@ -28,7 +28,7 @@ import type { StanzaEvent } from '../../lib/plugin/types.js';
 import type { SessionRegistry } from '../../lib/session/registry.js';
 import type { ClientSession, DeliveryOutcome } from '../../lib/session/types.js';
 import { newId } from '../../lib/storage/ids.js';
-import { StorageError, type ArchiveItem, type ArchiveStore, type Json, type MapStore } from '../../lib/storage/types.js';
+import { StorageError, type ArchiveItem, type ArchivePage, type ArchiveStore, type Json, type MapStore } from '../../lib/storage/types.js';
 import { KeyedLock } from '../../lib/util/keyed-lock.js';
 import { serialize } from '../../lib/xml/serialize.js';
 import { errorReply } from '../../lib/xml/stanza.js';
@@ -102,6 +102,13 @@ export class Spool {
   private readonly lock = new KeyedLock();
   /** user -> message id -> the session it is in flight to. */
   private readonly leases = new Map<string, Map<string, ClientSession>>();
+  /**
+   * user -> a stored message at or after every leased one (the newest leased, usually): the next
+   * fill reads only what follows it, instead of reading past all the leased messages again for
+   * every acknowledgement. Forgotten when a lease is given back (a failure, a session ending),
+   * since a released message before it must be found again.
+   */
+  private readonly tails = new Map<string, string>();
   /** user -> ids to delete in the next batch (acks come in bulk) -> the session that had them. */
   private readonly pendingDeletes = new Map<string, Map<string, ClientSession>>();
   /** user -> sessions that manage the spool themselves (XEP-0013): no automatic delivery then. */
@@ -259,20 +266,49 @@ export class Spool {
     const sm = session.streamManagement;
     if (sm) room = Math.min(room, Math.floor(sm.maxUnacked / 2) - sm.unacked);
     if (room <= 0 || !this.eligible(session)) return;
-    // Leased messages are among the oldest; asking for that many more still yields `room` free ones.
-    const leasedCount = this.leases.get(user)?.size ?? 0;
-    const page = await this.d.messages.query(user, { limit: room + leasedCount });
+    const leased = this.leases.get(user);
+    const tail = leased && leased.size > 0 ? this.tails.get(user) : undefined;
+    const page = await this.nextPage(user, tail, room, leased?.size ?? 0);
+    // Leased messages met on the way; when they are all of them, the last message looked at is
+    // at or after every leased one, and the next fill can start behind it.
+    let leasedSeen = 0;
+    let last: string | undefined;
     for (const item of page.items) {
       if (room === 0 || !this.eligible(session)) break;
-      if (this.leases.get(user)?.has(item.id)) continue;
+      last = item.id;
+      if (this.leases.get(user)?.has(item.id)) {
+        leasedSeen++;
+        continue;
+      }
       const stanza = await this.readable(user, item);
       if (!stanza) continue;
       this.lease(user, item.id, session);
+      leasedSeen++;
       st.outstanding++;
       room--;
       this.counters.delivered++;
       session.deliver(stanza, (outcome) => this.outcome(session, user, item.id, outcome));
     }
+    const now = this.leases.get(user)?.size ?? 0;
+    if (last !== undefined && (tail !== undefined || leasedSeen === now)) this.tails.set(user, last);
+    else if (tail === undefined) this.tails.delete(user);
+  }
+
+  /**
+   * The next messages to look at: those after `tail` when there is one, else from the oldest,
+   * `leased` more than `room` since the leased ones are among the oldest.
+   */
+  private async nextPage(user: string, tail: string | undefined, room: number, leased: number): Promise<ArchivePage<string>> {
+    if (tail !== undefined) {
+      try {
+        return await this.d.messages.query(user, { after: tail, limit: room });
+      } catch (err) {
+        // The message was removed meanwhile (expired, or by its owner): start from the oldest.
+        if (!(err instanceof StorageError && err.code === 'invalid')) throw err;
+        this.tails.delete(user);
+      }
+    }
+    return this.d.messages.query(user, { limit: room + leased });
   }
 
   /** The stored stanza, or undefined (and the item deleted) when it cannot be read back. */
@@ -308,6 +344,7 @@ export class Spool {
     const st = this.state(session);
     if (outcome === 'failed') {
       if (this.release(user, id, session)) st.outstanding = Math.max(0, st.outstanding - 1);
+      this.tails.delete(user);
       this.reoffer(user);
       return;
     }
@@ -334,8 +371,13 @@ export class Spool {
     if (!batch) return;
     let deleted = 0;
     try {
-      deleted = await this.d.messages.delete(user, { ids: [...batch.keys()] });
-      await this.setIndex(user, (await this.indexCount(user)) - deleted);
+      // Applied at once, so the index update joins the same commit; both commit before the
+      // leases go, and nothing counts as acked when the commit fails.
+      const commits: Array<Promise<void>> = [];
+      const n = await this.d.messages.delete(user, { ids: [...batch.keys()] }, { durable: (c) => { commits.push(c); } });
+      await this.setIndex(user, (await this.indexCount(user)) - n);
+      await Promise.all(commits);
+      deleted = n;
     } finally {
       // Released also when the delete failed: the messages are then still there and go out again.
       this.counters.acked += deleted;
@@ -367,6 +409,7 @@ export class Spool {
       for (const [id, holder] of [...m]) if (holder === session) m.delete(id);
       if (m.size === 0) this.leases.delete(user);
     }
+    this.tails.delete(user);
     this.reoffer(user);
   }
 

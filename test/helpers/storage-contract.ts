@@ -66,7 +66,9 @@ export function storageContract(tap: Test, name: string, open: () => Promise<Sto
     tt.equal(await d.map<number>('durable_m').get(owner, 'k'), 2);
     tt.equal(await d.keyval<number>('durable_k').get(owner), 3);
     await rejectsWith(tt, a.append(owner, { id: 'x1', value: 9 }, { durable }), 'conflict', 'a taken id');
-    tt.ok(commits.length <= 3, 'at most one commit per applied write');
+    tt.equal(await a.delete(owner, { ids: ['x1'] }, { durable }), 1);
+    tt.equal(await a.get(owner, 'x1'), undefined, 'a delete is applied when it resolves');
+    tt.ok(commits.length <= 4, 'at most one commit per applied write');
     await Promise.all(commits);
   });
 
