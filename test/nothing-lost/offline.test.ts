@@ -37,8 +37,9 @@ const small = await startTestServer({ modules: `${base}  offline:\n    max_messa
 const expiring = await startTestServer({ modules: `${base}  offline:\n    expiry: 300ms` });
 const keeping = await startTestServer({ modules: `${base}  offline:\n    without_sm: keep` });
 const archived = await startTestServer({ modules: `${base}  offline: {}\n  mam: {}`, plugins: [fakeMam] });
+const windowed = await startTestServer({ modules: `${base}  offline:\n    window: 2` });
 t.teardown(async () => {
-  for (const srv of [main, small, expiring, keeping, archived]) await srv.close();
+  for (const srv of [main, small, expiring, keeping, archived, windowed]) await srv.close();
 });
 
 let users = 0;
@@ -144,6 +145,39 @@ t.test('the same with stream resumption instead of a new login', async (t) => {
   t.ok(await next.nothing(hasBody), 'a new login gets nothing');
   alice.end();
   next.end();
+});
+
+t.test('a window at a time: each ack lets the next ones out, in order, each once', async (t) => {
+  const a = await user(windowed);
+  const b = await user(windowed);
+  const bare = `${b}@localhost`;
+  const alice = await SmClient.login(windowed.c2sPort, a, 'pw', { resource: 'a' });
+  const sent = ['1', '2', '3', '4', '5', '6', '7'];
+  await sendAll(alice, ...sent.map((body) => chat(bare, body)));
+  alice.end();
+
+  const first = await SmClient.login(windowed.c2sPort, b, 'pw', { resource: 'phone', sm: true });
+  t.same(bodies(await first.messages(2)), ['1', '2'], 'the first window');
+  t.ok(await first.nothing(hasBody), 'no more before an ack');
+  first.ack();
+  t.same(bodies(await first.messages(2)), ['3', '4'], 'the ack lets the next window out');
+  // Acknowledging one of two leaves one slot: exactly one more comes.
+  first.send(`<a xmlns='urn:xmpp:sm:3' h='${first.handled - 1}'/>`);
+  t.same(bodies(await first.messages(1)), ['5']);
+  t.ok(await first.nothing(hasBody), 'still one in flight');
+  // Gone before acknowledging 4 and 5: they, and what was never sent, wait for the next login.
+  first.destroy();
+  await until(() => windowed.server.sessions.resources(bare).length === 0, 'the session is gone');
+  t.equal(await spoolCount(windowed, bare), 4, '1 to 3 deleted; 4 to 7 kept');
+
+  const second = await SmClient.login(windowed.c2sPort, b, 'pw', { resource: 'laptop', sm: true });
+  t.same(bodies(await second.messages(2)), ['4', '5'], 'the rest in order, from the oldest kept');
+  second.ack();
+  t.same(bodies(await second.messages(2)), ['6', '7']);
+  second.ack();
+  await until(async () => (await spoolCount(windowed, bare)) === 0, 'the acks delete them');
+  t.ok(await second.nothing(hasBody), 'nothing more');
+  second.end();
 });
 
 t.test('two resources logging in together never get the same stored message', async (t) => {
