@@ -1,8 +1,8 @@
 // An incoming server stream: STARTTLS first (or Direct TLS), then the peer authenticates its
 // domain with SASL EXTERNAL (offered only when its certificate validates for the stream's `from`,
-// XEP-0178) or dialback (XEP-0220; more domains can be added to the stream the same way). Every
-// stanza's `from` must be one of the stream's authenticated domains and its `to` a domain served
-// here (RFC 6120 §4.9.3, §13.1). This stream also answers dialback verifications (db:verify) for
+// XEP-0178) or dialback (XEP-0220; more domain pairs can be added to the stream the same way).
+// Every stanza's `to` must be a domain served here and its (`from`, `to`) domains a pair
+// authenticated on the stream (RFC 6120 §4.9.3, §13.1; XEP-0220 §4.5). This stream also answers dialback verifications (db:verify) for
 // keys we handed out, which needs no authentication.
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -47,6 +47,11 @@ export interface IncomingOptions extends ServerStreamOptions {
 export class IncomingStream extends ServerStream {
   /** Remote domains that may send stanzas on this stream, with how each proved itself. */
   readonly domains = new Map<string, AuthMethod>();
+  /**
+   * The authenticated (remote, local) domain pairs (XEP-0220 §4.5): a stanza is taken only for a
+   * pair the peer asked for and got, the stream's own (`to`) domain or one added with db:result.
+   */
+  private readonly pairs = new Set<string>();
   /** The local domain the peer asked for in its header. */
   localDomain = '';
   /** The peer's domain from its header, if it gave one. */
@@ -164,11 +169,14 @@ export class IncomingStream extends ServerStream {
     if (domain !== this.peerDomain) return fail('invalid-authzid');
     if (!domain || !this.externalAllowed(domain)) return fail('not-authorized');
     this.sendElement(xml('success', { xmlns: NS_SASL }));
-    this.grant(domain, 'external');
+    this.grant(domain, this.localDomain, 'external');
     this.restartStream();
   }
 
-  private grant(domain: string, method: AuthMethod): void {
+  private grant(domain: string, local: string, method: AuthMethod): void {
+    this.pairs.add(pairOf(domain, local));
+    // Another local domain for a remote one already proven adds only the pair.
+    if (this.domains.has(domain)) return;
     this.domains.set(domain, method);
     this.log.info('peer authenticated', { domain, method, local: this.localDomain });
     this.deps.authenticated(this, domain, method);
@@ -193,7 +201,7 @@ export class IncomingStream extends ServerStream {
     if (this.deps.isLocal(O)) return this.dialbackError('result', reply, 'not-authorized');
     if (this.domains.has(O)) {
       this.sendElement(xml('db:result', { ...reply, type: 'valid' }));
-      return;
+      return this.grant(O, R, this.domains.get(O)!);
     }
     const certValid = certificateValidFor(this.peerCertificate, O);
     if (this.deps.policyFor(O) === 'certificate' && !certValid) {
@@ -203,7 +211,7 @@ export class IncomingStream extends ServerStream {
     if (certValid) {
       // XEP-0344: a certificate that validates for the domain makes asking its server pointless.
       this.sendElement(xml('db:result', { ...reply, type: 'valid' }));
-      return this.grant(O, 'external');
+      return this.grant(O, R, 'external');
     }
     // One verification per domain at a time: a peer repeating itself cannot multiply our connections.
     if (this.pendingDialback.has(O)) return;
@@ -217,7 +225,7 @@ export class IncomingStream extends ServerStream {
     if (this.closed) return;
     if (verdict === 'valid') {
       this.sendElement(xml('db:result', { ...reply, type: 'valid' }));
-      return this.grant(O, 'dialback');
+      return this.grant(O, R, 'dialback');
     }
     if (verdict === 'invalid') {
       this.sendElement(xml('db:result', { ...reply, type: 'invalid' }));
@@ -267,6 +275,10 @@ export class IncomingStream extends ServerStream {
     if (!from || !to) return this.close(new StreamError('improper-addressing', 'stanzas need valid from and to addresses'));
     if (!this.domains.has(from.domain)) return this.close(new StreamError('invalid-from', `${from.domain} is not authenticated on this stream`));
     if (!this.deps.isLocal(to.domain)) return this.close(new StreamError('host-unknown', `${to.domain} is not served here`));
+    if (!this.pairs.has(pairOf(from.domain, to.domain))) {
+      // RFC 6120 §4.9.3.9: the from is not validated as negotiated, which is per domain pair.
+      return this.close(new StreamError('invalid-from', `${from.domain} is not authenticated for ${to.domain} on this stream`));
+    }
     this.stanzasIn++;
     this.touch();
     this.deps.stanza(this, el, from);
@@ -281,4 +293,8 @@ export class IncomingStream extends ServerStream {
     this.tokens -= 1;
     return true;
   }
+}
+
+function pairOf(remote: string, local: string): string {
+  return `${remote} ${local}`;
 }

@@ -54,7 +54,8 @@ const b = await startTestServer({
     '  connect_timeout: 500ms',
     '  stanza_rate: 20',
     '  stanza_burst: 5',
-    routeYaml({ 'dead.test': await closedPort(), 'silent.test': (silent.address() as net.AddressInfo).port }),
+    // c.test is the raw test peer's domain: what B sends it fails fast instead of asking DNS.
+    routeYaml({ 'dead.test': await closedPort(), 'silent.test': (silent.address() as net.AddressInfo).port, 'c.test': await closedPort() }),
   ].join('\n'),
 });
 t.teardown(() => b.close());
@@ -89,6 +90,31 @@ t.test('SASL EXTERNAL for another identity than the stream\'s from is refused wi
   t.ok(answer.getChild('invalid-authzid'), answer.toString());
   const explicit = await peer.external('c.test');
   t.equal(explicit.name, 'success', 'the stream\'s own domain as authzid is accepted');
+});
+
+t.test('stanzas only for authenticated domain pairs: another local domain needs its own db:result', async (t) => {
+  const peer = await carolServer();
+  t.teardown(() => peer.destroy());
+  // Authenticated for (c.test, b.test): conference.b.test is served here, but not yet a pair.
+  peer.send("<presence from='carol@c.test/x' to='room@conference.b.test/carol' id='early'/>");
+  t.equal(await peer.streamError(), 'invalid-from', 'refused before the pair is added');
+
+  const again = await carolServer();
+  t.teardown(() => again.destroy());
+  again.send("<db:result xmlns:db='jabber:server:dialback' from='c.test' to='conference.b.test'>k</db:result>");
+  const result = await again.next((el) => el.name === 'result');
+  t.equal(result.attrs.type, 'valid', 'the certificate is enough to add the pair (XEP-0344)');
+  // Bob makes a room here; carol's join through the new pair reaches him.
+  bob.send("<presence to='pairs@conference.b.test/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+  await bob.next((el) => el.name === 'presence' && el.attrs.from === 'pairs@conference.b.test/bob');
+  // An instant room (XEP-0045 §10.1.2): a new room stays locked to others until configured.
+  bob.send("<iq type='set' to='pairs@conference.b.test' id='instant'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>");
+  t.equal((await bob.next((el) => el.attrs.id === 'instant')).attrs.type, 'result');
+  again.send("<presence from='carol@c.test/x' to='pairs@conference.b.test/carol'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+  const seen = await bob.next((el) => el.name === 'presence' && el.attrs.from === 'pairs@conference.b.test/carol');
+  t.notOk(seen.attrs.type, 'carol joined: her stanza was taken');
+  t.ok(await again.nothing((el) => el.name === 'error'), 'and her stream stays up');
+  bob.send("<presence to='pairs@conference.b.test/bob' type='unavailable'/>");
 });
 
 t.test('an authenticated peer delivers; a spoofed from ends its stream', async (t) => {
