@@ -25,6 +25,9 @@ interface SpoolRun {
   messages: number;
   storeMs: number;
   deliverMs: number;
+  /** The server process's CPU time (all its threads) in each phase. */
+  storeCpuMs: number;
+  deliverCpuMs: number;
   redelivered: number;
 }
 
@@ -114,14 +117,21 @@ export async function offline(env: BenchEnv, o: Options, roster: boolean): Promi
   const run = async (senderUsers: string[], receiverUsers: string[], count: number): Promise<SpoolRun> => {
     const senders = await Promise.all(senderUsers.map((u) => login(u, false)));
     const t0 = performance.now();
+    const cpu0 = server.cpuMs();
     await Promise.all(senders.map((s, i) => sendAll(s, receiverUsers[i]!, count, String(i))));
     const storeMs = performance.now() - t0;
+    const storeCpuMs = server.cpuMs() - cpu0;
     // Logged in before the clock starts: the figure is the spool's, not SCRAM's.
     const receivers = await Promise.all(receiverUsers.map((u) => login(u, sm)));
     const t1 = performance.now();
+    const cpu1 = server.cpuMs();
     await Promise.all(receivers.map((r, i) => receiveAll(r, count, String(i))));
     const deliverMs = performance.now() - t1;
-    return { messages: count * senderUsers.length, storeMs, deliverMs, redelivered: await countRedelivered(receiverUsers) };
+    const deliverCpuMs = server.cpuMs() - cpu1;
+    return {
+      messages: count * senderUsers.length, storeMs, deliverMs, storeCpuMs, deliverCpuMs,
+      redelivered: await countRedelivered(receiverUsers),
+    };
   };
 
   try {
@@ -131,7 +141,11 @@ export async function offline(env: BenchEnv, o: Options, roster: boolean): Promi
       const many = await run(senders, receivers, perPair);
       const one = await run([senders[0]!], [receivers[0]!], m);
       const rate = (r: SpoolRun) => (r.messages / (r.storeMs + r.deliverMs)) * 1000;
-      const phases = (r: SpoolRun) => `store ${((r.messages / r.storeMs) * 1000).toFixed(0)}/s, deliver${sm ? ' + ack' : ''} ${((r.messages / r.deliverMs) * 1000).toFixed(0)}/s`;
+      const perMessageUs = (cpuMs: number, r: SpoolRun) => ((cpuMs / r.messages) * 1000).toFixed(0);
+      const phases = (r: SpoolRun) => `store ${((r.messages / r.storeMs) * 1000).toFixed(0)}/s `
+        + `(server CPU ${perMessageUs(r.storeCpuMs, r)} µs/message), deliver${sm ? ' + ack' : ''} `
+        + `${((r.messages / r.deliverMs) * 1000).toFixed(0)}/s (${perMessageUs(r.deliverCpuMs, r)} µs/message)`;
+      const cpuPerMessage = (r: SpoolRun) => ((r.storeCpuMs + r.deliverCpuMs) / r.messages) * 1000;
       const redelivered = many.redelivered + one.redelivered;
       return {
         name: 'offline',
@@ -145,6 +159,8 @@ export async function offline(env: BenchEnv, o: Options, roster: boolean): Promi
         rows: [
           { metric: `spooled messages per second (${pairs} senders)`, unit: '/s', parley: rate(many), target: { op: '>=' as const, value: 5000 } },
           { metric: 'spooled messages per second (1 sender)', unit: '/s', parley: rate(one) },
+          // Steadier than the rates on a shared machine: the server's own work per message.
+          { metric: `server CPU per spooled message (${pairs} senders)`, unit: 'µs', parley: cpuPerMessage(many) },
         ],
         details: { pairs, many, one, streamManagement: sm },
       };
