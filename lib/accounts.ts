@@ -89,7 +89,8 @@ export class Accounts {
 
   async exists(user: string, host: string): Promise<boolean> {
     const local = tryPrepLocal(user);
-    return local !== undefined && (await this.store.get(host, local)) !== undefined;
+    // Asked for every message to an offline user: the record (credentials) is not decoded for it.
+    return local !== undefined && (await this.store.has(host, local));
   }
 
   async list(host: string): Promise<string[]> {

@@ -363,8 +363,13 @@ export class EmbeddedDriver implements StorageDriver {
     return this.db.transaction(fn).immediate();
   }
 
-  /** @internal A consistent snapshot for multi-statement reads. */
+  /**
+   * @internal A consistent snapshot for multi-statement reads. Inside this connection's open
+   * transaction (a write batch) the reads already see one state, since this connection holds the
+   * write lock and its statements run one at a time: a savepoint would only cost two statements.
+   */
   snapshot<T>(fn: () => T): T {
+    if (this.db.inTransaction) return fn();
     return this.db.transaction(fn).deferred();
   }
 
@@ -480,6 +485,13 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
         `AND ${LIVE}`).get(owner, this.store, key, Date.now()) as { value: string } | undefined;
       return row ? decode<V>(row.value) : undefined;
     });
+  }
+
+  async has(owner: string, key: string): Promise<boolean> {
+    checkName('owner', owner);
+    checkKey(key);
+    return this.d.exec(() => this.d.stmt('SELECT 1 FROM map_items WHERE owner = ? AND store = ? AND key = ? ' +
+      `AND ${LIVE}`).get(owner, this.store, key, Date.now()) !== undefined);
   }
 
   async getMany(owner: string, keys: readonly string[]): Promise<Map<string, V>> {
@@ -694,10 +706,11 @@ class EmbeddedArchive<V extends Json> implements ArchiveStore<V> {
   async delete(owner: string, query: ArchiveQuery, options?: Pick<WriteOptions, 'durable'>): Promise<number> {
     checkName('owner', owner);
     checkQuery(query ?? {});
-    return this.d.write(() => this.d.transaction(() => {
+    // One modifying statement (the cursor lookups in where() only read), so no savepoint.
+    return this.d.write(() => {
       const where = this.where(owner, query ?? {}, Date.now());
       return this.d.stmt(`DELETE FROM archive_items ${where.index} WHERE ${where.sql}`).run(...where.params).changes;
-    }), options?.durable);
+    }, options?.durable);
   }
 
   async clear(owner: string): Promise<number> {

@@ -357,6 +357,15 @@ class MongoMap<V extends Json> implements MapStore<V> {
     });
   }
 
+  async has(owner: string, key: string): Promise<boolean> {
+    checkName('owner', owner);
+    checkKey(key);
+    return this.d.run(async () => {
+      const doc = await this.col.findOne({ owner, store: this.store, key, ...live(Date.now()) }, { projection: { _id: 1 } });
+      return doc !== null;
+    });
+  }
+
   async getMany(owner: string, keys: readonly string[]): Promise<Map<string, V>> {
     checkName('owner', owner);
     if (!Array.isArray(keys)) throw new StorageError('invalid', 'keys must be an array');

@@ -35,6 +35,8 @@ export interface KeyValStore<V extends Json = Json> {
 /** Values per owner + key (accounts under their host, blocklists, PEP nodes, PINs, counters). */
 export interface MapStore<V extends Json = Json> {
   get(owner: string, key: string): Promise<V | undefined>;
+  /** Whether the key exists (and has not expired), without reading its value. */
+  has(owner: string, key: string): Promise<boolean>;
   /** Batch lookup; the result holds only keys that exist. */
   getMany(owner: string, keys: readonly string[]): Promise<Map<string, V>>;
   set(owner: string, key: string, value: V, options?: WriteOptions): Promise<void>;

@@ -43,6 +43,10 @@ export class MemoryMapStore<V extends Json = Json> implements MapStore<V> {
     return e ? (JSON.parse(e.json) as V) : undefined;
   }
 
+  async has(owner: string, key: string): Promise<boolean> {
+    return this.live(owner, key) !== undefined;
+  }
+
   async getMany(owner: string, keys: readonly string[]): Promise<Map<string, V>> {
     const out = new Map<string, V>();
     for (const key of keys) {

@@ -139,9 +139,12 @@ export function storageContract(tap: Test, name: string, open: () => Promise<Sto
     const m = d.map<Json>('blocklist');
     const alice = user('alice');
     tt.equal(await m.get(alice, 'x'), undefined);
+    tt.equal(await m.has(alice, 'x'), false);
     tt.same(await m.keys(alice), []);
     tt.same(await m.entries(alice), []);
     await m.set(alice, 'zed@example.com', true);
+    tt.equal(await m.has(alice, 'zed@example.com'), true, 'has');
+    tt.equal(await m.has(user('bob'), 'zed@example.com'), false, 'has is per owner');
     await m.set(alice, 'amy@example.com', { reason: 'spam' });
     await m.set(alice, 'mo@example.com', 3);
     await m.set(alice, 'mo@example.com', 4);
@@ -217,6 +220,8 @@ export function storageContract(tap: Test, name: string, open: () => Promise<Sto
     tt.same(await m.keys(alice), ['keep', 'pin']);
     await sleep(EXPIRE_WAIT_MS);
     tt.equal(await m.get(alice, 'pin'), undefined, 'get');
+    tt.equal(await m.has(alice, 'pin'), false, 'has');
+    tt.equal(await m.has(alice, 'keep'), true);
     tt.same([...(await m.getMany(alice, ['pin', 'keep'])).keys()], ['keep'], 'getMany');
     tt.same(await m.keys(alice), ['keep'], 'keys');
     tt.same(await m.entries(alice), [['keep', 'yes']], 'entries');
