@@ -289,8 +289,8 @@ export class Spool {
       this.counters.delivered++;
       session.deliver(stanza, (outcome) => this.outcome(session, user, item.id, outcome));
     }
-    const now = this.leases.get(user)?.size ?? 0;
-    if (last !== undefined && (tail !== undefined || leasedSeen === now)) this.tails.set(user, last);
+    const leasedNow = this.leases.get(user)?.size ?? 0;
+    if (last !== undefined && (tail !== undefined || leasedSeen === leasedNow)) this.tails.set(user, last);
     else if (tail === undefined) this.tails.delete(user);
   }
 
