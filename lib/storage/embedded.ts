@@ -543,7 +543,7 @@ class EmbeddedMap<V extends Json> implements MapStore<V> {
   async delete(owner: string, key: string): Promise<boolean> {
     checkName('owner', owner);
     checkKey(key);
-    return this.d.exec(() => {
+    return this.d.write(() => {
       const row = this.d.stmt('DELETE FROM map_items WHERE owner = ? AND store = ? AND key = ? ' +
         'RETURNING expires_at').get(owner, this.store, key) as { expires_at: number | null } | undefined;
       return row !== undefined && isLive(row.expires_at, Date.now());

@@ -202,6 +202,16 @@ t.test('another connection sees a write only once it is reported done', async (t
   t.same(read(), { n: 1 }, 'committed when it resolves');
 });
 
+t.test('a map delete, too, is reported done only once committed', async (t) => {
+  const { d, read } = await observed(t, 'map_items');
+  const m = d.map<number>('m');
+  await m.set('a@example.com', 'k', 1);
+  const pending = m.delete('a@example.com', 'k');
+  t.same(read(), { n: 1 }, 'still there for another connection while its promise is pending');
+  t.equal(await pending, true);
+  t.same(read(), { n: 0 }, 'gone when it resolves');
+});
+
 t.test('a write given `durable` resolves once applied and hands over its commit', async (t) => {
   const { d, read } = await observed(t, 'archive_items');
   const commits: Array<Promise<void>> = [];
