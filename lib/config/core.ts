@@ -81,6 +81,11 @@ export const coreSchema = s.object({
   storage: s.object({
     driver: s.enum(['embedded', 'mongodb'], { default: 'embedded', doc: 'embedded = zero-setup file in data_dir; mongodb for production' }),
     path: s.optional(s.string({ minLength: 1, doc: 'embedded: database file, relative to data_dir (default parley.db)' })),
+    commit_batch: s.optional(s.int({
+      min: 1,
+      max: 100_000,
+      doc: 'embedded: most writes one commit covers (default 256); writes of one event-loop turn share a commit up to this',
+    })),
     uri: s.optional(s.string({ pattern: /^mongodb(\+srv)?:\/\//, doc: 'mongodb: connection string (mongodb://...)' })),
     database: s.optional(s.string({ minLength: 1, doc: 'mongodb: database name (default: the one in the uri, else parley)' })),
   }, {
@@ -88,6 +93,7 @@ export const coreSchema = s.object({
       if (v.driver === 'mongodb') {
         if (v.uri === undefined) issue(['uri'], 'required when driver is mongodb');
         if (v.path !== undefined) issue(['path'], 'only used by the embedded driver (driver is mongodb)', 'key');
+        if (v.commit_batch !== undefined) issue(['commit_batch'], 'only used by the embedded driver (driver is mongodb)', 'key');
       } else {
         // A uri without `driver: mongodb` would otherwise be silently ignored.
         if (v.uri !== undefined) issue(['uri'], 'only used by the mongodb driver (add driver: mongodb)', 'key');

@@ -10,6 +10,8 @@ export interface StorageConfig {
   driver: 'embedded' | 'mongodb';
   /** Embedded database file; relative paths are taken from the data directory. */
   path?: string;
+  /** Embedded: most writes per commit (EmbeddedOptions.commitBatch). */
+  commit_batch?: number;
   uri?: string;
   database?: string;
 }
@@ -37,7 +39,7 @@ export async function openStorage(
     case 'embedded': {
       const path = embeddedPath(config, dataDir);
       try {
-        return EmbeddedDriver.open({ path, log: options.log });
+        return EmbeddedDriver.open({ path, commitBatch: config.commit_batch, log: options.log });
       } catch (err) {
         throw new BootError('STORAGE_FAILED', `embedded storage: ${oneLine(err)}`, { cause: err });
       }

@@ -177,6 +177,8 @@ t.test('bad values name the path and the line of the value', async (t) => {
     ['listen:\n  - {port: 5222, module: c2s, tls: "yes"}\n', /^c\.yml:2:36: listen\.0\.tls: expected true or false, got "yes"/],
     ['storage:\n  driver: mongodb\n', /^c\.yml:1:1: storage\.uri: required when driver is mongodb$/],
     ['storage:\n  driver: mongodb\n  uri: mongodb://db/parley\n  path: x.db\n', /^c\.yml:4:3: storage\.path: only used by the embedded driver/],
+    ['storage:\n  driver: mongodb\n  uri: mongodb://db/parley\n  commit_batch: 10\n', /^c\.yml:4:3: storage\.commit_batch: only used by the embedded driver/],
+    ['storage:\n  commit_batch: 0\n', /^c\.yml:2:17: storage\.commit_batch: /],
     ['storage:\n  uri: mongodb://db/parley\n', /^c\.yml:2:3: storage\.uri: only used by the mongodb driver \(add driver: mongodb\)$/],
     ['storage:\n  driver: mongodb\n  uri: postgres://db\n', /^c\.yml:3:8: storage\.uri: expected string matching/],
     ['modules:\n  ping: yes\n', /^c\.yml:2:9: modules\.ping: expected a mapping of module options, nothing \(defaults\) or false \(disabled\), got "yes"$/],

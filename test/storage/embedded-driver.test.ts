@@ -184,9 +184,9 @@ t.test('close commits the writes still waiting for their commit', async (t) => {
  * A driver on a fresh file (already written once, so it exists), and a count of the rows of
  * a@example.com in `table` as a second, read-only connection sees them: what is committed.
  */
-async function observed(t: Test, table: string): Promise<{ d: EmbeddedDriver; read: () => unknown }> {
+async function observed(t: Test, table: string, options: { commitBatch?: number } = {}): Promise<{ d: EmbeddedDriver; read: () => unknown }> {
   const path = freshPath();
-  const d = EmbeddedDriver.open({ path });
+  const d = EmbeddedDriver.open({ path, ...options });
   t.teardown(() => d.close());
   await d.keyval<string>('kv').set('warm@example.com', 'up');
   const other = new Database(path, { readonly: true });
@@ -227,6 +227,42 @@ t.test('a write given `durable` resolves once applied and hands over its commit'
   t.equal(commits.length, 2, 'and hands over no commit');
   await Promise.all(commits);
   t.same(read(), { n: 1 }, 'committed when the handed-over promise resolves');
+});
+
+t.test('a batch that reaches commitBatch writes commits before the event-loop turn ends', async (t) => {
+  const { d, read } = await observed(t, 'map_items', { commitBatch: 3 });
+  const m = d.map<number>('m');
+  let turnEnded = false;
+  setImmediate(() => { turnEnded = true; });
+  // Two writes: under the cap, so they wait for the end of the turn (the commit's setImmediate
+  // was queued after the one above).
+  await Promise.all([m.set('a@example.com', 'k1', 1), m.set('a@example.com', 'k2', 2)]);
+  t.equal(turnEnded, true, 'under the cap, the commit waits for the end of the turn');
+  t.same(read(), { n: 2 });
+
+  turnEnded = false;
+  setImmediate(() => { turnEnded = true; });
+  // Four writes issued together: the third fills the batch, and the fourth, issued before the
+  // code yields, still joins the same commit.
+  const writes = [1, 2, 3, 4].map((i) => m.set('a@example.com', `n${i}`, i));
+  t.same(read(), { n: 2 }, 'nothing is committed before the issuing code yields');
+  await Promise.all(writes);
+  t.equal(turnEnded, false, 'a full batch commits at once, within the same turn');
+  t.same(read(), { n: 6 }, 'all four in that commit');
+
+  // The next write opens a new batch, which again waits for the end of its turn.
+  turnEnded = false;
+  setImmediate(() => { turnEnded = true; });
+  await m.set('a@example.com', 'last', 5);
+  t.equal(turnEnded, true);
+  t.same(read(), { n: 7 });
+});
+
+t.test('commitBatch must be a positive integer', async (t) => {
+  for (const commitBatch of [0, -1, 1.5, Number.NaN]) {
+    t.throws(() => EmbeddedDriver.open({ path: freshPath(), commitBatch }), { name: 'StorageError', code: 'invalid', message: /commitBatch/ },
+      String(commitBatch));
+  }
 });
 
 t.test('archive pages are capped at MAX_PAGE', async (t) => {
