@@ -722,6 +722,14 @@ class EmbeddedArchive<V extends Json> implements ArchiveStore<V> {
     });
   }
 
+  async replace(owner: string, id: string, value: V): Promise<boolean> {
+    checkName('owner', owner);
+    checkName('id', id);
+    const text = encode(value);
+    return this.d.write(() => this.d.stmt('UPDATE archive_items SET value = ? WHERE owner = ? AND store = ? AND id = ? ' +
+      `AND ${LIVE}`).run(text, owner, this.store, id, Date.now()).changes > 0);
+  }
+
   async count(owner: string, query: ArchiveQuery = {}): Promise<number> {
     checkName('owner', owner);
     checkQuery(query);

@@ -590,6 +590,16 @@ class MongoArchive<V extends Json> implements ArchiveStore<V> {
     });
   }
 
+  async replace(owner: string, id: string, value: V): Promise<boolean> {
+    checkName('owner', owner);
+    checkName('id', id);
+    const text = encode(value);
+    return this.d.run(async () => {
+      const { matchedCount } = await this.col.updateOne({ owner, store: this.store, id, ...live(Date.now()) }, { $set: { value: text } });
+      return matchedCount > 0;
+    });
+  }
+
   async count(owner: string, query: ArchiveQuery = {}): Promise<number> {
     checkName('owner', owner);
     checkQuery(query);

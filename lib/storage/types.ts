@@ -105,6 +105,11 @@ export interface ArchiveStore<V extends Json = Json> {
   append(owner: string, item: ArchiveAppend<V>, options?: WriteOptions): Promise<string>;
   query(owner: string, query?: ArchiveQuery): Promise<ArchivePage<V>>;
   get(owner: string, id: string): Promise<ArchiveItem<V> | undefined>;
+  /**
+   * Replaces the value of a live item in place: its id, ts, with, expiry and place in archive
+   * order stay (cursors clients hold keep working). False when there is no such live item.
+   */
+  replace(owner: string, id: string, value: V): Promise<boolean>;
   count(owner: string, query?: ArchiveQuery): Promise<number>;
   /** Deletes the matching items (limit/reverse ignored); returns how many. */
   delete(owner: string, query: ArchiveQuery, options?: Pick<WriteOptions, 'durable'>): Promise<number>;

@@ -2,10 +2,11 @@
 // retracts a message by its stanza-id).
 //
 // Tombstones. A moderated message is replaced by its tombstone in every answer (MAM and history),
-// and the retraction itself is archived and broadcast. The archive store can append, query and
-// delete but not rewrite an item in place; deleting and re-appending would move the message to the
-// end of the archive and break the RSM cursors clients keep. So the tombstone lives in a map beside
-// the archive (muc_tombstones, keyed by stanza-id) and overrides the stored message when read.
+// and the retraction itself is archived and broadcast. The archived item is rewritten in place
+// (ArchiveStore.replace), so the moderated text is gone from the database while the item keeps its
+// place and the RSM cursors clients hold. The tombstone's details are also kept in a map beside the
+// archive (muc_tombstones, keyed by stanza-id): it says a message was moderated already, and it
+// overrides items that rooms moderated before the rewrite existed still hold.
 import xml from '@xmpp/xml';
 import { parse, type Element } from 'ltx';
 import { StanzaError } from '../../lib/errors.js';
@@ -182,6 +183,11 @@ export async function moderate(svc: MucService, room: Room, req: IqRequest): Pro
   const t: Tombstone = { stamp: Date.now(), by: moderator.jid, occupantId: moderator.occupantId, reason };
   await svc.tombstones.set(room.jid, id, t);
   if (inHistory) inHistory.stanza = tombstoneOf(inHistory.stanza, t);
+  if (archived) {
+    // The text leaves the database too, not only the answers.
+    const shown = (await parseArchived(svc, room, archived)) ?? tombstoneOf(xml('message', {}), t);
+    await svc.archive.replace(room.jid, id, { ...archived.value, xml: serialize(shown) });
+  }
 
   const now = Date.now();
   const retractId = newId(now);

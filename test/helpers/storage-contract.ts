@@ -293,6 +293,28 @@ export function storageContract(tap: Test, name: string, open: () => Promise<Sto
     tt.equal(ids.size, 200, '200 generated ids are distinct');
   });
 
+  withDriver('archive replace keeps the item in its place', async (tt, d) => {
+    const a = d.archive<string>('muc');
+    const alice = user('alice');
+    const first = await a.append(alice, { id: 'r1', ts: 1000, with: user('bob'), value: 'secret text' });
+    await a.append(alice, { id: 'r2', ts: 2000, value: 'later' });
+    tt.equal(await a.replace(alice, first, 'tombstone'), true);
+    tt.same(await a.get(alice, first), { id: 'r1', ts: 1000, with: user('bob'), value: 'tombstone' }, 'id, ts and with stay');
+    const page = await a.query(alice);
+    tt.same(page.items.map((i) => [i.id, i.value]), [['r1', 'tombstone'], ['r2', 'later']], 'same place in archive order');
+    tt.same((await a.query(alice, { after: 'r1' })).items.map((i) => i.id), ['r2'], 'a cursor on it still works');
+    tt.same((await a.query(alice, { with: user('bob') })).items.map((i) => i.value), ['tombstone'], 'with filter still finds it');
+    tt.equal(await a.replace(alice, 'nope', 'x'), false, 'unknown id');
+    tt.equal(await a.replace(user('bob'), first, 'x'), false, 'ids are per owner');
+    tt.equal(await d.archive<string>('other').replace(alice, first, 'x'), false, 'ids are per store');
+    tt.equal((await a.get(alice, first))?.value, 'tombstone', 'untouched by the failed calls');
+    await a.append(alice, { id: 'short', value: 'v' }, { ttlMs: TTL_MS });
+    await sleep(EXPIRE_WAIT_MS);
+    tt.equal(await a.replace(alice, 'short', 'x'), false, 'an expired item is not replaced');
+    await rejectsWith(tt, a.replace('', first, 'x'), 'invalid', 'empty owner');
+    await rejectsWith(tt, a.replace(alice, '', 'x'), 'invalid', 'empty id');
+  });
+
   withDriver('archive duplicate id conflicts', async (tt, d) => {
     const a = d.archive<number>('offline');
     const alice = user('alice');

@@ -119,6 +119,9 @@ t.test('moderation: retraction broadcast and tombstone in the archive', async (t
   t.ok(tomb, 'tombstone in place of the message');
   t.equal(tomb.getChildText('body'), null, 'its body is gone');
   t.equal(q.results.map((m) => m.getChild('result', NS_MAM)!.attrs.id)[0], id, 'at the same place in the archive');
+  const stored = await srv.server.storage.archive<{ xml: string }>('muc_archive').get(room, id);
+  t.notMatch(stored!.value.xml, /spam spam/, 'the moderated text is gone from the database too');
+  t.match(stored!.value.xml, /urn:xmpp:message-retract:1/, 'the stored item is the tombstone');
   t.ok(archived.some((m) => m.getChild('retract', 'urn:xmpp:message-retract:1')), 'the retraction is archived too');
   // A joining occupant sees the tombstone in history, not the message.
   const carol = await login(srv, 'carol');
