@@ -14,7 +14,8 @@
 // - A message to oneself is archived once, on the receiving side (XEP-0313 business rules: stored once).
 // - A message that no resource took and no plugin stored offline is bounced to its sender by the
 //   router; its archived copy is removed then (at the end of `message/offline/handle`), so the
-//   archive never shows a message its sender was told did not arrive.
+//   archive never shows a message its sender was told did not arrive. The same when the offline
+//   spool refuses it for a full queue (`message/offline/refused`).
 //
 // Queries go through query.ts (shared with any other archive, such as MUC rooms'); results are
 // written to the querying session itself (it is the session's own answer) through its outgoing
@@ -201,19 +202,30 @@ export default definePlugin({
       undelivered.delete(ev.stanza);
     });
 
+    /** The recipient's copy of a message its sender is told did not arrive is removed. */
+    const forgetBounced = async (ev: StanzaEvent): Promise<void> => {
+      const archived = undelivered.get(ev.stanza);
+      if (!archived) return;
+      undelivered.delete(ev.stanza);
+      await archive.delete(archived.owner, { ids: [archived.id] });
+      stripStanzaIds(ev.stanza, archived.owner);
+    };
+
     // The last word on a message no resource took: when the router gets here, nothing stored it
     // and it is about to be bounced to its sender.
     ctx.hook('message/offline/handle', async (ev: StanzaEvent): Promise<undefined> => {
-      const archived = undelivered.get(ev.stanza);
-      if (!archived) return undefined;
-      undelivered.delete(ev.stanza);
+      if (!undelivered.has(ev.stanza)) return undefined;
       // Only the router's own case (no available resource of non-negative priority); a plugin
       // that offers a message again later (after a failed delivery) is not bouncing it.
-      if (ctx.server.sessions.available(ev.to.bare).some((s) => s.priority >= 0)) return undefined;
-      await archive.delete(archived.owner, { ids: [archived.id] });
-      stripStanzaIds(ev.stanza, archived.owner);
+      if (ctx.server.sessions.available(ev.to.bare).some((s) => s.priority >= 0)) {
+        undelivered.delete(ev.stanza);
+        return undefined;
+      }
+      await forgetBounced(ev);
       return undefined;
     }, -1000);
+    // The offline spool refused it (the recipient's storage is full): the sender gets an error.
+    ctx.hook('message/offline/refused', forgetBounced);
 
     // ---------- queries ----------
 

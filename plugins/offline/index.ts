@@ -14,7 +14,9 @@
 //   client has it, and clients that catch up through MAM would otherwise get it twice.
 // - Events: `message/offline/stored` (emit; the StanzaEvent and the spool `id`) after a message
 //   was stored, for push notifications of messages that did not come through the router's
-//   offline handling. Service `offline`: stats() for `parleyctl stats`.
+//   offline handling; `message/offline/refused` (emit; the StanzaEvent) before a full spool's
+//   resource-constraint error goes to the sender, so the archive drops its copy of the message.
+//   Service `offline`: stats() for `parleyctl stats`.
 import { s } from '../../lib/config/schema.js';
 import { definePlugin, type StanzaEvent } from '../../lib/plugin/types.js';
 import type { ClientSession } from '../../lib/session/types.js';

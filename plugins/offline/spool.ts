@@ -138,6 +138,8 @@ export class Spool {
     const result = await this.lock.run(user, () => this.append(user, ev));
     if (result === 'full') {
       this.counters.refused++;
+      // Before the error is built: the archive forgets its copy (and its stanza-id) first.
+      await this.d.emit('message/offline/refused', ev);
       // XEP-0160 names the full queue; the sender learns why, and that it may try later.
       await this.d.route(errorReply(ev.stanza, new StanzaError('resource-constraint', "the recipient's offline storage is full")));
       return true;

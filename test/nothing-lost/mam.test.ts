@@ -2,7 +2,7 @@
 // new ones arrive), every filter and its errors, preferences, the stanza-id that is the same in the
 // live copy, the carbons and the archive, what is not archived, and retention.
 import { parse, type Element } from 'ltx';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { RawClient } from '../helpers/raw-client.js';
 import { startTestServer } from '../helpers/server.js';
 
@@ -134,6 +134,14 @@ async function mam(c: RawClient, o: QueryOptions = {}): Promise<Answer> {
 /** The stanza-ids of a stanza, by their `by`. */
 function stanzaIds(el: Element): Array<{ by: string; id: string }> {
   return el.getChildren('stanza-id', NS_SID).map((s) => ({ by: s.attrs.by, id: s.attrs.id }));
+}
+
+/** A server of its own (other module options) with these users, closed with the test; returns its login. */
+async function ownServer(t: Test, modules: string, names: string[]): Promise<(name: string) => Promise<RawClient>> {
+  const own = await startTestServer({ modules });
+  t.teardown(() => own.close());
+  for (const n of names) await own.register(n, 'pw');
+  return (name) => RawClient.login(own.c2sPort, name, 'pw', { resource: 'r' });
 }
 
 function end(...clients: RawClient[]): void {
@@ -474,6 +482,21 @@ t.test('a message bounced for want of a recipient stays out of the recipient\'s 
   end(ca, cb);
 });
 
+t.test('a message a full offline spool refuses stays out of the recipient\'s archive', async (t) => {
+  const ownLogin = await ownServer(t, '  disco: {}\n  offline:\n    max_messages: 1\n  mam: {}', ['p', 'q']);
+  const cp = await ownLogin('p');
+  cp.send("<message to='q@localhost' type='chat' id='kept'><body>first</body></message>");
+  cp.send("<message to='q@localhost' type='chat' id='over'><body>second</body></message>");
+  const refusal = await cp.next((el) => el.attrs.id === 'over');
+  t.equal(refusal.attrs.type, 'error');
+  t.equal(errorCondition(refusal), 'resource-constraint');
+  t.same(stanzaIds(refusal).filter((s) => s.by === 'q@localhost'), [], 'the refusal names no archive id of the recipient');
+  const cq = await ownLogin('q');
+  t.same((await mam(cq)).results.map((r) => r.body), ['first'], 'only the stored message is in the recipient\'s archive');
+  t.same((await mam(cp)).results.map((r) => r.body), ['first', 'second'], 'the sender\'s archive shows what was sent');
+  end(cp, cq);
+});
+
 t.test('preferences: never, always and roster', async (t) => {
   const [a, b, c] = [await user(), await user(), await user()];
   const ca = await login(a, 'r');
@@ -530,12 +553,8 @@ t.test('preferences: never, always and roster', async (t) => {
 });
 
 t.test('retention: archived messages expire', async (t) => {
-  const short = await startTestServer({ modules: '  disco: {}\n  mam:\n    retention: 300ms' });
-  t.teardown(() => short.close());
-  await short.register('x', 'pw');
-  await short.register('y', 'pw');
-  const cx = await RawClient.login(short.c2sPort, 'x', 'pw', { resource: 'r' });
-  const cy = await RawClient.login(short.c2sPort, 'y', 'pw', { resource: 'r' });
+  const ownLogin = await ownServer(t, '  disco: {}\n  mam:\n    retention: 300ms', ['x', 'y']);
+  const [cx, cy] = [await ownLogin('x'), await ownLogin('y')];
   await converse(cx, cy, 'y@localhost', 2, 'old');
   const before = await mam(cy);
   t.same(before.results.map((r) => r.body), ['old0', 'old1'], 'archived');
