@@ -9,9 +9,9 @@ import { isElement, NS_DATA, NS_MUC_ROOMCONFIG } from './ns.js';
 import { ALLOW_PM_VALUES, type AllowPm, type MucOptions } from './options.js';
 import type { RoomConfig } from './types.js';
 
-type FieldType = 'boolean' | 'text-single' | 'text-private' | 'list-single' | 'jid-multi' | 'hidden';
+type FieldType = 'boolean' | 'text-single' | 'text-private' | 'list-single' | 'jid-single' | 'jid-multi' | 'hidden';
 
-function field(v: string, type: FieldType, label: string, values: string[], options?: Array<[string, string]>): Element {
+export function field(v: string, type: FieldType, label: string, values: string[], options?: Array<[string, string]>): Element {
   const f = xml('field', { var: v, type, label });
   for (const [value, l] of options ?? []) f.append(xml('option', { label: l }, xml('value', {}, value)));
   for (const value of values) f.append(xml('value', {}, value));
@@ -65,7 +65,7 @@ function bad(v: string, why: string): never {
   throw new StanzaError('not-acceptable', `${v}: ${why}`);
 }
 
-function parseBool(v: string, value: string | undefined): boolean {
+export function parseBool(v: string, value: string | undefined): boolean {
   if (value === '1' || value === 'true') return true;
   if (value === '0' || value === 'false') return false;
   return bad(v, 'expected a boolean');
@@ -82,12 +82,18 @@ function parseJids(v: string, values: string[]): string[] {
 }
 
 /** Reads a submitted form onto a copy of the current configuration. */
-export function parseConfigForm(form: Element, current: RoomConfig, o: MucOptions): ConfigSubmission {
+/** The values of a submitted data form, by field var. */
+export function formValues(form: Element): Map<string, string[]> {
   const values = new Map<string, string[]>();
   for (const f of form.children.filter(isElement)) {
     if (f.name !== 'field' || !f.attrs.var) continue;
     values.set(f.attrs.var, f.getChildren('value').map((v) => v.getText()));
   }
+  return values;
+}
+
+export function parseConfigForm(form: Element, current: RoomConfig, o: MucOptions): ConfigSubmission {
+  const values = formValues(form);
   const formType = values.get('FORM_TYPE')?.[0];
   if (formType !== undefined && formType !== NS_MUC_ROOMCONFIG) throw new StanzaError('bad-request', 'unexpected FORM_TYPE');
   const c: RoomConfig = { ...current };

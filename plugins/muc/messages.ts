@@ -1,5 +1,5 @@
 // Messages: groupchat to the room (§7.4), subject changes (§8.1), private messages between
-// occupants (§7.5), mediated invitations and declines (§7.8.2, §7.8.3).
+// occupants (§7.5), mediated invitations and declines (§7.8.2, §7.8.3); voice requests go to voice.ts.
 import xml from '@xmpp/xml';
 import type { Element } from 'ltx';
 import { StanzaError } from '../../lib/errors.js';
@@ -17,6 +17,7 @@ import { isDeliveryError, leave } from './presence.js';
 import type { Room } from './room.js';
 import type { MucService } from './service.js';
 import { AFFILIATION_RANK, ROLE_RANK } from './types.js';
+import { handleVoiceForm, voiceForm } from './voice.js';
 
 /**
  * Payloads that make a bodyless message part of the conversation, so it is archived, kept for
@@ -71,8 +72,9 @@ export async function handleRoomMessage(svc: MucService, room: Room, ev: StanzaE
   const x = childNs(stanza, 'x', NS_MUC_USER);
   if (x && childrenNs(x, 'invite', NS_MUC_USER).length > 0) return invite(svc, room, occupant, ev, x);
   if (x && childNs(x, 'decline', NS_MUC_USER)) return decline(svc, room, ev, childNs(x, 'decline', NS_MUC_USER)!);
-  // Voice requests (a data form to the room) and other room-addressed normal messages are not offered by this room.
-  throw new StanzaError('feature-not-implemented', 'this room takes groupchat messages, invitations and declines');
+  const form = voiceForm(stanza);
+  if (form) return handleVoiceForm(svc, room, occupant, form);
+  throw new StanzaError('feature-not-implemented', 'this room takes groupchat messages, invitations, declines and voice requests');
 }
 
 async function groupchat(svc: MucService, room: Room, occupant: Occupant, stanza: Element): Promise<void> {

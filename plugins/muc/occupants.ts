@@ -25,6 +25,8 @@ export interface Occupant {
   occupantId: string;
   /** Fixed-window message counter (the message_rate option). */
   rate: { start: number; count: number };
+  /** When this occupant last asked for voice (voice.ts), if ever. */
+  voiceRequestedAt?: number;
 }
 
 /** XEP-0421 §4: derived from the real bare JID with a per-room secret, so it cannot be reversed. */

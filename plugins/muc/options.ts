@@ -27,6 +27,7 @@ export const mucOptions = s.object({
   max_vcard_size: s.size({ default: '128KiB', doc: 'largest room vCard (with its avatar) an owner may store' }),
   message_rate: s.int({ default: 10, min: 0, doc: 'groupchat and private messages one occupant may send per rate_window (0: no limit)' }),
   rate_window: s.duration({ default: '10s', doc: 'window of message_rate' }),
+  voice_request_interval: s.duration({ default: '30m', doc: 'how long a visitor waits before asking the moderators for voice again' }),
   fanout_batch: s.int({ default: 64, min: 1, doc: 'stanzas routed in one go before a broadcast yields to the event loop' }),
   mam_max_page: s.int({ default: 100, min: 1, doc: 'most messages one room MAM query returns (RSM max above it is lowered)' }),
   iq_forward_timeout: s.duration({ default: '30s', doc: 'how long an IQ forwarded to an occupant waits for its answer' }),
