@@ -48,8 +48,16 @@ export async function adminSet(svc: MucService, room: Room, req: IqRequest): Pro
 }
 
 function setEntry(map: Map<string, AffiliationEntry>, c: AffiliationChange): void {
-  if (c.affiliation === 'none') map.delete(c.jid);
-  else map.set(c.jid, c.reason !== undefined ? { affiliation: c.affiliation, reason: c.reason } : { affiliation: c.affiliation });
+  if (c.affiliation === 'none') {
+    map.delete(c.jid);
+    return;
+  }
+  const entry: AffiliationEntry = { affiliation: c.affiliation };
+  if (c.reason !== undefined) entry.reason = c.reason;
+  // A registered nickname stays with the user while the user keeps an affiliation; a ban ends it.
+  const nick = map.get(c.jid)?.nick;
+  if (nick !== undefined && c.affiliation !== 'outcast') entry.nick = nick;
+  map.set(c.jid, entry);
 }
 
 function check(svc: MucService, room: Room, item: Element, actorAffiliation: Affiliation, actor: Occupant | undefined): Change {
@@ -148,7 +156,7 @@ export function adminGet(svc: MucService, room: Room, req: IqRequest): Element {
     for (const [jid, e] of room.affiliations) {
       if (e.affiliation !== affiliation) continue;
       const item = xml('item', { affiliation, jid });
-      const nick = room.occupantsOf(jid)[0]?.nick;
+      const nick = e.nick ?? room.occupantsOf(jid)[0]?.nick;
       if (nick !== undefined) item.attrs.nick = nick;
       if (e.reason !== undefined) item.append(xml('reason', {}, e.reason));
       q.append(item);

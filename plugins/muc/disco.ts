@@ -8,6 +8,7 @@ import {
   NS_DATA, NS_MAM, NS_MAM_EXTENDED, NS_MODERATE, NS_MUC, NS_MUC_ROOMINFO, NS_MUC_SELF_PING, NS_MUC_STABLE_ID,
   NS_OCCUPANT_ID, NS_PING, NS_SID, NS_VCARD,
 } from './ns.js';
+import { NS_REGISTER } from './register.js';
 import type { Room } from './room.js';
 import type { MucService } from './service.js';
 
@@ -34,6 +35,7 @@ export function roomInfo(svc: MucService, room: Room): Element {
   const c = room.config;
   const list = [
     NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_SID, NS_MUC_STABLE_ID, NS_OCCUPANT_ID, NS_MUC_SELF_PING, NS_VCARD, NS_MODERATE, NS_PING,
+    NS_REGISTER,
     c.public ? 'muc_public' : 'muc_hidden',
     c.persistent ? 'muc_persistent' : 'muc_temporary',
     c.membersOnly ? 'muc_membersonly' : 'muc_open',

@@ -13,6 +13,7 @@ import { handlePrivateMessage, handleRoomMessage } from './messages.js';
 import { NS_MAM, NS_MODERATE, NS_MUC_ADMIN, NS_MUC_OWNER, NS_PING, NS_VCARD } from './ns.js';
 import type { IqForwarder } from './occupant-iq.js';
 import { ownerGet, ownerSet } from './owner.js';
+import { NODE_ROOMUSER, NS_REGISTER, registerGet, registerSet, roomUserInfo } from './register.js';
 import { handlePresence } from './presence.js';
 import { Room } from './room.js';
 import type { MucService } from './service.js';
@@ -22,9 +23,13 @@ type RoomIqHandler = (svc: MucService, room: Room, req: IqRequest) => Element | 
 
 const ROOM_IQS = new Map<string, RoomIqHandler>([
   [`get ${NS_DISCO_INFO} query`, (svc, room, req) => {
-    if (req.payload.attrs.node) throw new StanzaError('item-not-found');
+    const node = req.payload.attrs.node;
+    if (node === NODE_ROOMUSER) return roomUserInfo(room, req.from.bare);
+    if (node) throw new StanzaError('item-not-found');
     return roomInfo(svc, room);
   }],
+  [`get ${NS_REGISTER} query`, registerGet],
+  [`set ${NS_REGISTER} query`, registerSet],
   [`get ${NS_DISCO_ITEMS} query`, () => roomItems()],
   [`get ${NS_MUC_OWNER} query`, ownerGet],
   [`set ${NS_MUC_OWNER} query`, ownerSet],

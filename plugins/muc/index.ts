@@ -20,7 +20,7 @@ import { MucService } from './service.js';
 export default definePlugin<MucOptions>({
   name: 'muc',
   xeps: [
-    { xep: 45, version: '1.35.1', status: 'partial', note: 'no nickname registration' },
+    { xep: 45, version: '1.35.1', status: 'complete', note: 'with voice requests and nickname registration' },
     { xep: 249, version: '1.2', status: 'complete', note: 'direct invitations pass through the server unchanged' },
     { xep: 313, version: '1.1.1', status: 'complete', note: 'room archives' },
     { xep: 359, version: '0.7.0', status: 'complete', note: 'stanza-id on room messages' },

@@ -13,7 +13,7 @@ import type { Room } from './room.js';
 import type { MucService } from './service.js';
 import { AFFILIATION_RANK } from './types.js';
 
-function nickOf(svc: MucService, raw: string): { nick: string; modified: boolean } {
+export function nickOf(svc: MucService, raw: string): { nick: string; modified: boolean } {
   try {
     const nick = prepareNick(raw, svc.o.max_nick_length);
     return { nick, modified: nick !== raw };
@@ -21,6 +21,12 @@ function nickOf(svc: MucService, raw: string): { nick: string; modified: boolean
     if (err instanceof NickError) throw new StanzaError('jid-malformed', err.message);
     throw err;
   }
+}
+
+/** §7.2.9: a nickname another user registered with the room is theirs (conflict). */
+function checkNotReserved(room: Room, nick: string, bare: string): void {
+  const registrant = room.registrantOf(nick);
+  if (registrant !== undefined && registrant !== bare) throw new StanzaError('conflict', 'that nickname is registered by another user');
 }
 
 /** The stored presence of a session: what the client sent, minus addressing. */
@@ -115,6 +121,7 @@ async function join(svc: MucService, room: Room, ev: StanzaEvent, created: boole
   }
   const existing = room.occupantByNick(nick);
   if (existing && existing.bare !== bare) throw new StanzaError('conflict', 'that nickname is in use');
+  checkNotReserved(room, nick, bare);
   if (room.config.passwordProtected && rank < AFFILIATION_RANK.admin) {
     const given = childNs(stanza, 'x', NS_MUC)?.getChildText('password');
     if (given !== room.config.password) throw new StanzaError('not-authorized', 'a password is required');
@@ -208,6 +215,7 @@ async function changeNick(svc: MucService, room: Room, occupant: Occupant, ev: S
   const { nick, modified } = nickOf(svc, ev.to.resource);
   const holder = room.occupantByNick(nick);
   if (holder && holder !== occupant) throw new StanzaError('conflict', 'that nickname is in use');
+  checkNotReserved(room, nick, occupant.bare);
   const extra = modified ? [210] : [];
   const unavailable = xml('presence', { type: 'unavailable' });
   await svc.broadcastPresence(room, occupant, { self: { codes: [303, ...extra], newNick: nick }, others: { codes: [303], newNick: nick } }, unavailable);

@@ -111,6 +111,13 @@ export class Room {
     return this.occupants.get(nickKey(nick));
   }
 
+  /** The bare JID that registered this nickname (§7.10), if one did. */
+  registrantOf(nick: string): string | undefined {
+    const key = nickKey(nick);
+    for (const [bare, e] of this.affiliations) if (e.nick !== undefined && nickKey(e.nick) === key) return bare;
+    return undefined;
+  }
+
   /** Every occupant with this real bare JID (one account may hold several nicks). */
   occupantsOf(bare: string): Occupant[] {
     return [...this.occupants.values()].filter((o) => o.bare === bare);

@@ -34,6 +34,8 @@ export interface RoomConfig {
 export interface AffiliationEntry {
   affiliation: Exclude<Affiliation, 'none'>;
   reason?: string;
+  /** The nickname this user registered with the room (§7.10): nobody else may use it. */
+  nick?: string;
 }
 
 export interface Subject {
