@@ -14,6 +14,7 @@ export const builtinPlugins: ReadonlyMap<string, Loader> = new Map<string, Loade
   ['caps', mod(() => import('./caps.js'))],
   ['uptime', mod(() => import('./uptime.js'))],
   ['contact_info', mod(() => import('./contact_info.js'))],
+  ['extdisco', mod(() => import('./extdisco.js'))],
   ['carbons', mod(() => import('./carbons.js'))],
   ['csi', mod(() => import('./csi.js'))],
   ['roster', mod(() => import('./roster/index.js'))],
