@@ -19,6 +19,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { client } from '@xmpp/client';
 import { writeTestCerts, type LeafOptions, type TestCertFiles } from './test-ca.js';
+import { XMPPJS_TIMEOUT_MS } from './xmppjs.js';
 
 export const PROSODY_BIN = '/usr/bin/prosody';
 export const PROSODYCTL_BIN = '/usr/bin/prosodyctl';
@@ -338,7 +339,7 @@ export type XmppStanza = Parameters<Parameters<XmppClient['on']>[1]>[0];
  * NODE_TLS_REJECT_UNAUTHORIZED=0 and checks Prosody's certificate itself where that matters.
  */
 export function prosodyClient(prosody: ProsodyServer, user: string, password: string, resource = 'prosody'): XmppClient {
-  const x = client({ service: `xmpp://${prosody.ip}:${prosody.c2sPort}`, domain: prosody.domain, username: user, password, resource });
+  const x = client({ service: `xmpp://${prosody.ip}:${prosody.c2sPort}`, domain: prosody.domain, username: user, password, resource, timeout: XMPPJS_TIMEOUT_MS });
   x.on('error', () => undefined);
   return x;
 }

@@ -3,6 +3,7 @@ import { client, xml } from '@xmpp/client';
 import t from 'tap';
 import { createLogger, type LogFields } from '../../lib/log.js';
 import { startTestServer } from '../helpers/server.js';
+import { XMPPJS_TIMEOUT_MS } from '../helpers/xmppjs.js';
 
 // The test server's certificate is self-signed; xmpp.js uses Node's default TLS verification.
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
@@ -15,7 +16,7 @@ await srv.register('alice', 'secret');
 await srv.register('bob', 'secret');
 
 function connect(user: string) {
-  const x = client({ service: `xmpp://127.0.0.1:${srv.c2sPort}`, domain: 'localhost', username: user, password: 'secret', resource: 'js' });
+  const x = client({ service: `xmpp://127.0.0.1:${srv.c2sPort}`, domain: 'localhost', username: user, password: 'secret', resource: 'js', timeout: XMPPJS_TIMEOUT_MS });
   x.on('error', () => undefined);
   return x;
 }

@@ -5,6 +5,7 @@ import { WebSocket } from 'ws';
 import { parse, type Element } from 'ltx';
 import { client as xmppClient, xml } from '@xmpp/client';
 import { RawClient } from '../helpers/raw-client.js';
+import { XMPPJS_TIMEOUT_MS } from '../helpers/xmppjs.js';
 import { startTestServer } from '../helpers/server.js';
 
 // @xmpp/websocket uses the WHATWG WebSocket global, which Node 20 does not have by default.
@@ -80,7 +81,7 @@ class RawWs {
 
 t.test('@xmpp/client over WebSocket chats with a TCP user', async (t) => {
   const bob = await RawClient.login(srv.c2sPort, 'bob', 'pw', { resource: 'tcp' });
-  const alice = xmppClient({ service: url, domain: 'localhost', username: 'alice', password: 'pw', resource: 'web' });
+  const alice = xmppClient({ service: url, domain: 'localhost', username: 'alice', password: 'pw', resource: 'web', timeout: XMPPJS_TIMEOUT_MS });
   alice.on('error', () => undefined);
   const incoming: Element[] = [];
   alice.on('stanza', (st: Element) => {
@@ -170,7 +171,7 @@ t.test('an oversize frame closes the connection cleanly; the server keeps servin
   await c.next();
   c.send(`<message to='bob@localhost'><body>${'x'.repeat(30000)}</body></message>`);
   t.equal(await c.closed, 1009, 'closed with 1009 (message too big)');
-  const again = xmppClient({ service: url, domain: 'localhost', username: 'bob', password: 'pw', resource: 'again' });
+  const again = xmppClient({ service: url, domain: 'localhost', username: 'bob', password: 'pw', resource: 'again', timeout: XMPPJS_TIMEOUT_MS });
   again.on('error', () => undefined);
   t.equal((await again.start()).toString(), 'bob@localhost/again', 'a new WebSocket login works');
   await again.stop();
