@@ -93,11 +93,12 @@ function prosodyFor(t: TestLike, secureAuth: boolean): Promise<ProsodyServer> {
 async function loginBoth(t: TestLike, parley: Parley, prosody: ProsodyServer): Promise<{ alice: RawClient; bob: XmppClient }> {
   const alice = await RawClient.login(parley.srv.c2sPort, 'alice', 'pw', { host: PARLEY, resource: 'r1', presence: false });
   const bob = prosodyClient(prosody, 'bob', 'pw', 'r1');
-  await bob.start();
+  // Before start: a client whose start failed keeps reconnecting until it is stopped.
   t.teardown(async () => {
     alice.destroy();
     await bob.stop().catch(() => undefined);
   });
+  await bob.start();
   return { alice, bob };
 }
 
