@@ -32,11 +32,11 @@ t.test('the same bytes uploaded twice are stored once; the blob lives while one 
   t.equal(up.blobCount(), before + 1, 'still one blob: no second copy');
   t.ok((await request('GET', second)).body.equals(png));
 
-  await until(async () => (await status(first)) === 404, 6000);
+  await until(async () => (await status(first)) === 404, 15_000);
   t.equal(await status(second), 200, 'the second upload still serves');
   t.ok(existsSync(path.join(up.blobDir(), hash)), 'the blob is kept for it');
-  await until(async () => (await status(second)) === 404, 6000);
-  await until(() => !existsSync(path.join(up.blobDir(), hash)), 2000);
+  await until(async () => (await status(second)) === 404, 15_000);
+  await until(() => !existsSync(path.join(up.blobDir(), hash)), 10_000);
   t.pass('the last reference gone, the blob is deleted');
   t.equal(up.blobCount(), before);
 });
@@ -45,8 +45,8 @@ t.test('expired files free the quota', async (t) => {
   const url = await upload(alice, 'big.bin', Buffer.alloc(15000, 7), 'application/octet-stream');
   const refused = await requestSlot(alice, 'more.bin', 10000);
   t.equal(refused.attrs.type, 'error', 'over the total quota while the file is kept');
-  await until(async () => (await status(url)) === 404, 6000);
-  await until(async () => (await requestSlot(alice, 'more.bin', 10000)).attrs.type === 'result', 2000);
+  await until(async () => (await status(url)) === 404, 15_000);
+  await until(async () => (await requestSlot(alice, 'more.bin', 10000)).attrs.type === 'result', 10_000);
   t.pass('granted again once the file expired');
 });
 
@@ -66,6 +66,6 @@ t.test('a crash leftover is swept at startup', async (t) => {
   // Any option change reloads the plugin, which sweeps again.
   writeFileSync(config, readFileSync(config, 'utf8').replace('cleanup_interval: 100ms', 'cleanup_interval: 150ms'));
   await srv.server.reload();
-  await until(() => !existsSync(orphan), 3000);
+  await until(() => !existsSync(orphan), 10_000);
   t.pass('orphan blob removed');
 });
