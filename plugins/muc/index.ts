@@ -5,7 +5,8 @@
 // The files: service.ts (rooms, stores, fan-out), dispatch.ts (what arrives where), presence.ts
 // (join, nick change, leave), messages.ts (groupchat, subject, private messages, invitations),
 // admin.ts and owner.ts (the privilege protocols), config-form.ts, history.ts, archive.ts
-// (MAM and moderation), disco.ts, vcard.ts, occupant-iq.ts (self-ping and IQ forwarding).
+// (MAM and moderation), disco.ts, vcard.ts, occupant-iq.ts (self-ping and IQ forwarding),
+// voice.ts (voice requests) and register.ts (nickname registration).
 //
 // Rooms live in memory; persistent ones are also stored (map muc_rooms) and loaded at start.
 // Occupants are not persisted: after a restart clients rejoin, as with Prosody and ejabberd.
