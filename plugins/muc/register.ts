@@ -65,8 +65,10 @@ export async function registerSet(svc: MucService, room: Room, req: IqRequest): 
   const occupant = room.occupantByNick(nick);
   if (occupant && occupant.bare !== bare) throw new StanzaError('conflict', 'another user is in the room with that nickname');
   if (current?.nick === nick) return;
-  const becomesMember = current === undefined;
-  await store(svc, room, bare, { ...(current ?? { affiliation: 'member' }), nick });
+  // A service administrator is an owner of every room without an entry; the entry says so too.
+  const affiliation = svc.affiliationOf(room, bare);
+  const becomesMember = affiliation === 'none';
+  await store(svc, room, bare, { ...(current ?? { affiliation: becomesMember ? 'member' : affiliation }), nick });
   if (becomesMember) {
     // §5.2: the role follows the new affiliation, and everyone sees it.
     for (const o of room.occupantsOf(bare)) {
