@@ -14,13 +14,14 @@ const services = '    services:\n'
   + '      - { type: turn, host: turn.example.net, port: 3478, transport: udp, name: Relay }\n'
   + '      - { type: turns, host: turn.example.net, port: 5349, transport: tcp }\n';
 const srv = await startTestServer({ modules: `  disco: {}\n  extdisco:\n    secret: ${SECRET}\n    credentials_lifetime: 2h\n${services}` });
-const plain = await startTestServer({ modules: `  disco: {}\n  extdisco:\n${services}` });
+const plain = await startTestServer({ hosts: ['localhost', 'example.test'], modules: `  disco: {}\n  extdisco:\n${services}` });
 t.teardown(async () => {
   await srv.close();
   await plain.close();
 });
 await srv.register('alice', 'pw');
 await plain.register('alice', 'pw');
+await plain.register('xena', 'pw', 'example.test');
 
 let ids = 0;
 async function iq(c: RawClient, payload: string): Promise<Element> {
@@ -67,11 +68,16 @@ t.test('services, with TURN credentials a TURN server can check', async (t) => {
   c.end();
 });
 
-t.test('without a secret, TURN services are listed without credentials', async (t) => {
+t.test('without a secret, TURN services are listed without credentials; other hosts\' users get nothing', async (t) => {
   const c = await RawClient.login(plain.c2sPort, 'alice', 'pw', { resource: 'r' });
   const all = listed(await iq(c, `<services xmlns='${NS}' type='turn'/>`));
   t.equal(all.length, 1);
   t.equal(all[0]!.attrs.username, undefined);
   t.equal(all[0]!.attrs.password, undefined);
   c.end();
+  // A user of another host of the same server asks localhost: its relays are for its own users.
+  const xena = await RawClient.login(plain.c2sPort, 'xena', 'pw', { resource: 'r', host: 'example.test' });
+  t.equal(condition(await iq(xena, `<services xmlns='${NS}'/>`)), 'forbidden');
+  t.equal(condition(await iq(xena, `<credentials xmlns='${NS}'><service type='turn' host='turn.example.net'/></credentials>`)), 'forbidden');
+  xena.end();
 });
