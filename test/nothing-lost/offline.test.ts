@@ -192,7 +192,7 @@ t.test('two resources logging in together never get the same stored message', as
     SmClient.login(main.c2sPort, b, 'pw', { resource: 'y', sm: true }),
   ]);
   await Promise.all([ping(x), ping(y)]);
-  await until(() => x.log.filter(hasBody).length + y.log.filter(hasBody).length >= 6, 'all six are out', 2000);
+  await until(() => x.log.filter(hasBody).length + y.log.filter(hasBody).length >= 6, 'all six are out', 10_000);
   const gotX = bodies(x.log.filter(hasBody));
   const gotY = bodies(y.log.filter(hasBody));
   t.same([...gotX, ...gotY].sort(), sent, 'every message once');
@@ -312,7 +312,7 @@ t.test('an expired message is not delivered and is gone from storage', async (t)
   const alice = await SmClient.login(expiring.c2sPort, a, 'pw', { resource: 'a' });
   await sendAll(alice, chat(bare, 'too old'));
   t.equal(await spoolCount(expiring, bare), 1);
-  await until(async () => (await spoolCount(expiring, bare)) === 0, 'its lifetime (300 ms) ends', 2000);
+  await until(async () => (await spoolCount(expiring, bare)) === 0, 'its lifetime (300 ms) ends', 10_000);
   const expiredBefore = (await service(expiring).stats()).expired;
   await sendAll(alice, chat(bare, 'fresh'));
   const bob = await SmClient.login(expiring.c2sPort, b, 'pw', { resource: 'b', sm: true });

@@ -47,7 +47,8 @@ const main = await startTestServer({
     '    resume_timeout: 2s',
     '    max_resume_timeout: 1h',
     '    request_every: 3',
-    '    request_delay: 200ms',
+    // Long enough that a request made at once is told apart from a delayed one on a loaded machine.
+    '    request_delay: 1s',
     '    ack_timeout: 0',
     '    max_unacked: 10',
   ].join('\n')),
@@ -159,7 +160,7 @@ t.test('the server asks for acks after request_every stanzas or request_delay', 
   await ping(bob);
   alice.send(chat(`${b}@localhost/b`, 'one'));
   await bob.next(hasBody);
-  // Two stanzas (the ping result and the message): fewer than 3, so the request waits 200 ms.
+  // Two stanzas (the ping result and the message): fewer than 3, so the request waits 1 s.
   await bob.next(isSm('r'));
   const session = sessionOf(main, bob.jid)!;
   t.equal(session.stats().unacked, 2, 'ping result and message wait for the ack');
@@ -167,7 +168,7 @@ t.test('the server asks for acks after request_every stanzas or request_delay', 
   await until(() => session.stats().unacked === 0, 'the ack is applied');
   for (const body of ['x', 'y', 'z']) alice.send(chat(`${b}@localhost/b`, body));
   await bob.messages(3);
-  await bob.next(isSm('r'), 150);
+  await bob.next(isSm('r'), 600);
   t.pass('three stanzas: asked at once, well before the delay');
   bob.ack();
   alice.end();
@@ -282,7 +283,7 @@ t.test('after the window: <failed h/> with the last count, and the messages go o
   const session = sessionOf(short, bob.jid)!;
   bob.destroy();
   await until(() => session.hibernating, 'hibernating');
-  await until(() => sessionOf(short, `${b}@localhost/b`) === undefined, 'the window ends', 3000);
+  await until(() => sessionOf(short, `${b}@localhost/b`) === undefined, 'the window ends', 10_000);
   const { client, answer } = await SmClient.resumeLogin(short.c2sPort, b, 'pw', bob.smId!, 1);
   t.equal(answer.name, 'failed');
   t.ok(answer.getChild('item-not-found', NS_STANZAS));
@@ -306,7 +307,7 @@ t.test('an unanswered <r/> means a dead connection: hibernate, or close when not
   await bob.messages(1);
   await bob.next(isSm('r'));
   const session = sessionOf(short, bob.jid)!;
-  await bob.closed(2000);
+  await bob.closed(10_000);
   t.ok(session.hibernating, 'the server dropped the connection and waits for resumption');
   const { client, answer } = await SmClient.resumeLogin(short.c2sPort, b, 'pw', bob.smId!, 0);
   t.equal(answer.name, 'resumed');
@@ -318,7 +319,7 @@ t.test('an unanswered <r/> means a dead connection: hibernate, or close when not
   alice.send(chat(`${b}@localhost/c`, 'hello'));
   await carol.messages(1);
   await carol.next(isSm('r'));
-  const err = await carol.streamErrorElement(2000);
+  const err = await carol.streamErrorElement(10_000);
   t.ok(err.getChild('connection-timeout'), 'a session that cannot be resumed is closed');
   alice.end();
 });
@@ -374,7 +375,7 @@ t.test('a resumed stream starts active: what CSI held comes at once', async (t) 
   await ping(alice);
   const { client, answer } = await SmClient.resumeLogin(main.c2sPort, b, 'pw', bob.smId!, bob.handled);
   t.equal(answer.name, 'resumed');
-  const state = await client.next((el) => el.name === 'message' && el.getChild('composing') !== undefined, 1000);
+  const state = await client.next((el) => el.name === 'message' && el.getChild('composing') !== undefined, 5000);
   t.ok(state, 'the held chat state is written after <resumed/>');
   alice.end();
   client.end();

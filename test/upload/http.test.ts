@@ -139,9 +139,9 @@ t.test('an upload cut off midway leaves nothing behind', async (t) => {
   socket.write(`PUT ${u.pathname}${u.search} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`);
   socket.write(body.subarray(0, 100_000));
   // The server is writing its temporary file; then the client vanishes.
-  await until(() => readdirSync(`${up.blobDir()}/tmp`).length === 1, 3000);
+  await until(() => readdirSync(`${up.blobDir()}/tmp`).length === 1, 10_000);
   socket.destroy();
-  await until(() => readdirSync(`${up.blobDir()}/tmp`).length === 0, 3000);
+  await until(() => readdirSync(`${up.blobDir()}/tmp`).length === 0, 10_000);
   t.pass('temporary file removed');
   t.equal((await request('GET', urls.get)).status, 404, 'nothing served');
   const retry = await request('PUT', urls.put, { headers: { 'Content-Type': 'application/octet-stream' }, body });
