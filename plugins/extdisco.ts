@@ -13,9 +13,10 @@ import { StanzaError } from '../lib/errors.js';
 import { definePlugin, type IqRequest } from '../lib/plugin/types.js';
 
 export const NS_EXTDISCO = 'urn:xmpp:extdisco:2';
+const SERVICE_TYPES = ['stun', 'stuns', 'turn', 'turns'] as const;
 
 const service = s.object({
-  type: s.enum(['stun', 'stuns', 'turn', 'turns'], { doc: 'the protocol of the service' }),
+  type: s.enum(SERVICE_TYPES, { doc: 'the protocol of the service' }),
   host: s.string({ minLength: 1, doc: 'host name or IP address the client connects to' }),
   port: s.port({ default: 3478, doc: 'its port (5349 is usual for stuns and turns)' }),
   transport: s.enum(['udp', 'tcp'], { default: 'udp', doc: 'udp or tcp' }),
@@ -67,7 +68,7 @@ export default definePlugin({
     /** A `type` filter, when given, must name a known service type (XEP-0215 §3.1). */
     const typeFilter = (payload: Element): string | undefined => {
       const type = payload.attrs.type;
-      if (type !== undefined && !['stun', 'stuns', 'turn', 'turns'].includes(type)) {
+      if (type !== undefined && !(SERVICE_TYPES as readonly string[]).includes(type)) {
         throw new StanzaError('bad-request', `unknown service type ${type}`);
       }
       return type;
