@@ -56,7 +56,7 @@ async function checkThumbnail(t: Test, file: Element, width: number, height: num
 t.test('a message whose body is our image URL gets XEP-0447 file sharing', async (t) => {
   const started = Date.now();
   const got = await exchange(`<body>${pngUrl}</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/><origin-id xmlns='urn:xmpp:sid:0' id='o1'/>`);
-  t.ok(Date.now() - started < 2000);
+  t.ok(Date.now() - started < 5000, 'the enrichment does not hold the message up');
   t.equal(got.getChildText('body'), pngUrl, 'the body stays as the fallback');
   const fs = sharing(got);
   t.ok(fs, '<file-sharing xmlns="urn:xmpp:sfs:0"/>');

@@ -69,7 +69,7 @@ t.test('a slot: PUT and GET URLs under base_url, the name kept and sanitised', a
   const huge = slotUrls(await requestSlot(alice, `${'ü'.repeat(30000)}.png`, 10));
   const cut = decodeURIComponent(huge.get.slice(huge.get.lastIndexOf('/') + 1));
   t.ok(Buffer.byteLength(cut) <= 200 && cut.endsWith('ü.png'), 'multibyte names are cut on whole characters');
-  t.ok(Date.now() - started < 1000, 'a huge name costs no time');
+  t.ok(Date.now() - started < 3000, 'a huge name costs no time');
 });
 
 t.test('bad requests', async (t) => {
