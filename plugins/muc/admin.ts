@@ -36,15 +36,25 @@ export async function adminSet(svc: MucService, room: Room, req: IqRequest): Pro
   if (![...affiliations.values()].some((e) => e.affiliation === 'owner') && room.owners().length > 0) {
     throw new StanzaError('conflict', 'the room would have no owner');
   }
+  await saveAffiliations(svc, room, affiliations);
+  for (const c of changes) await apply(svc, room, c, actor?.nick);
+}
+
+/** Makes `next` the room's affiliations once it is saved; a failed save leaves them as they were. */
+export async function saveAffiliations(svc: MucService, room: Room, next: Map<string, AffiliationEntry>): Promise<void> {
   const previous = room.affiliations;
-  room.affiliations = affiliations;
+  room.affiliations = next;
   try {
     await svc.save(room);
   } catch (err) {
     room.affiliations = previous;
     throw err;
   }
-  for (const c of changes) await apply(svc, room, c, actor?.nick);
+}
+
+/** What a changed affiliation does to the user's occupants (an affiliation already saved). */
+export function affiliationChanged(svc: MucService, room: Room, jid: string, affiliation: Affiliation): Promise<void> {
+  return apply(svc, room, { kind: 'affiliation', jid, affiliation, reason: undefined }, undefined);
 }
 
 function setEntry(map: Map<string, AffiliationEntry>, c: AffiliationChange): void {

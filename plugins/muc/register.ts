@@ -7,6 +7,7 @@ import xml from '@xmpp/xml';
 import type { Element } from 'ltx';
 import { StanzaError } from '../../lib/errors.js';
 import type { IqRequest } from '../../lib/plugin/types.js';
+import { affiliationChanged, saveAffiliations } from './admin.js';
 import { field, formValues } from './config-form.js';
 import { NS_DATA } from './ns.js';
 import { nickOf } from './presence.js';
@@ -69,24 +70,12 @@ export async function registerSet(svc: MucService, room: Room, req: IqRequest): 
   const affiliation = svc.affiliationOf(room, bare);
   const becomesMember = affiliation === 'none';
   await store(svc, room, bare, { ...(current ?? { affiliation: becomesMember ? 'member' : affiliation }), nick });
-  if (becomesMember) {
-    // §5.2: the role follows the new affiliation, and everyone sees it.
-    for (const o of room.occupantsOf(bare)) {
-      o.role = room.defaultRole('member');
-      await svc.broadcastPresence(room, o, { self: {}, others: {} });
-    }
-  }
+  // §5.2: the role follows the new affiliation, as when an admin grants it.
+  if (becomesMember) await affiliationChanged(svc, room, bare, 'member');
 }
 
-async function store(svc: MucService, room: Room, bare: string, entry: AffiliationEntry): Promise<void> {
-  const previous = room.affiliations;
-  room.affiliations = new Map(previous).set(bare, entry);
-  try {
-    await svc.save(room);
-  } catch (err) {
-    room.affiliations = previous;
-    throw err;
-  }
+function store(svc: MucService, room: Room, bare: string, entry: AffiliationEntry): Promise<void> {
+  return saveAffiliations(svc, room, new Map(room.affiliations).set(bare, entry));
 }
 
 /** §7.12: the identity naming the user's registered nickname, or an empty answer. */
